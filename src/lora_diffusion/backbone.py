@@ -1,0 +1,137 @@
+"""The denoiser: one wrapper over any Hugging Face ``AutoModelForMaskedLM``.
+
+Data path: tokens x_t (B, L) -> [+ optional time embedding] -> trunk -> h_t (B, L, D)
+-> [method hook: h'_t = perturb(h_t, t)] -> output head at the selected positions -> (N, V).
+The output head (a 30k-word projection) is applied only where logits are needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .config import DiffusionConfig
+
+Tensor = torch.Tensor
+Perturb = Callable[[Tensor, Tensor], Tensor]
+
+
+def sinusoidal_features(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Sinusoidal features of continuous times t (B,) -> (B, dim):
+    [cos(t f_j), sin(t f_j)], f_j = 1000 * max_period^(-j / (dim/2))  (DDPM/DiT style, t in [0, 1])."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    args = 1000.0 * t.float()[:, None] * freqs.to(t.device)[None, :]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimeEmbedding(nn.Module):
+    """Learned time conditioning added to the input embeddings: Linear(sinusoid(s / T)).
+    Zero-initialised, so turning it on leaves the base model's outputs unchanged at start."""
+
+    def __init__(self, hidden_size: int, num_steps: int, feature_dim: int = 128):
+        super().__init__()
+        self.num_steps = num_steps
+        self.feature_dim = feature_dim
+        self.proj = nn.Linear(feature_dim, hidden_size)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, steps: Tensor) -> Tensor:
+        """steps (B,) int in 1..T -> (B, D)."""
+        t = steps.float() / self.num_steps
+        return self.proj(sinusoidal_features(t, self.feature_dim).to(self.proj.weight.dtype))
+
+
+def _head_fn(mlm: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The MLM output head of a transformers model as a function h (..., D) -> (..., V)."""
+    if hasattr(mlm, "cls"):  # BERT family
+        return mlm.cls
+    if hasattr(mlm, "lm_head"):  # RoBERTa, XLM-R, ...
+        return mlm.lm_head
+    if hasattr(mlm, "head") and hasattr(mlm, "decoder"):  # ModernBERT
+        return lambda h: mlm.decoder(mlm.head(h))
+    if hasattr(mlm, "vocab_projector"):  # DistilBERT
+        return lambda h: mlm.vocab_projector(
+            mlm.vocab_layer_norm(mlm.activation(mlm.vocab_transform(h)))
+        )
+    raise TypeError(
+        f"don't know the output head of {type(mlm).__name__}; supported: BERT, RoBERTa, "
+        "DistilBERT, ModernBERT and models with a `cls` or `lm_head` module"
+    )
+
+
+class DiffusionLM(nn.Module):
+    """A masked diffusion LM over a transformers masked LM and its tokenizer."""
+
+    def __init__(self, mlm: nn.Module, tokenizer, diffusion: DiffusionConfig | None = None):
+        super().__init__()
+        self.mlm = mlm
+        self.tokenizer = tokenizer
+        self.diffusion = diffusion or DiffusionConfig()
+        if tokenizer.mask_token_id is None:
+            raise ValueError(f"tokenizer {type(tokenizer).__name__} has no mask token")
+        self.mask_token_id = int(tokenizer.mask_token_id)
+        self.pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self._head = _head_fn(mlm)
+        self.time_embedding = (
+            TimeEmbedding(self.hidden_size, self.diffusion.num_steps)
+            if self.diffusion.time_conditioning
+            else None
+        )
+
+    # ----------------------------------------------------------------------------- shapes
+    @property
+    def hidden_size(self) -> int:
+        cfg = self.mlm.config
+        return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "dim"))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.mlm.config.vocab_size)
+
+    @property
+    def trunk(self) -> nn.Module:
+        return self.mlm.base_model
+
+    # ---------------------------------------------------------------------------- forward
+    def hidden_states(
+        self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor | None = None
+    ) -> Tensor:
+        """Final hidden states h_t of the trunk: (B, L) ids -> (B, L, D)."""
+        if self.time_embedding is None:
+            out = self.trunk(input_ids=input_ids, attention_mask=attention_mask)
+        else:
+            if steps is None:
+                raise ValueError("time-conditioned backbone needs the step t of every row")
+            embeds = self.mlm.get_input_embeddings()(input_ids)
+            embeds = embeds + self.time_embedding(steps)[:, None, :].to(embeds.dtype)
+            out = self.trunk(inputs_embeds=embeds, attention_mask=attention_mask)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    def head(self, hidden: Tensor) -> Tensor:
+        """Output head on hidden states (..., D) -> logits (..., V)."""
+        return self._head(hidden)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        steps: Tensor | None = None,
+        select: Tensor | None = None,
+        perturb: Perturb | None = None,
+    ) -> Tensor:
+        """Logits at the ``select`` (B, L) positions: (N, V), rows in ``select.nonzero()`` order.
+
+        ``perturb(h (B, L, D), steps (B,)) -> h'`` is the single hook through which a method
+        changes the denoising trajectory before the frozen output head. Without ``select``
+        the logits of every position are returned, (B, L, V)."""
+        hidden = self.hidden_states(input_ids, attention_mask, steps)
+        if perturb is not None:
+            hidden = perturb(hidden, steps)
+        if select is None:
+            return self.head(hidden)
+        return self.head(hidden[select])

@@ -1,0 +1,152 @@
+"""Command-line interface: ``lora-diffusion <command>``.
+
+Every command reads its typed config (defaults <- ``--config file.yaml`` <- ``--set a.b=v``
+overrides <- the explicit flags) and fails at load, naming the field, on a bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, PretrainConfig, load_config
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with overrides of the defaults")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _pretrain_parser(sub) -> None:
+    p = sub.add_parser("pretrain", help="train an encoder into a base masked-diffusion LM")
+    _common(p)
+    p.add_argument("--base", help="hub id, local model directory, or 'minilm' (default)")
+    p.add_argument("--corpus", help="text file, directory with train/valid/test.txt, or HF dataset id")
+    p.add_argument("--output-dir")
+    p.add_argument("--steps", type=int, dest="train.max_steps")
+    p.add_argument("--seed", type=int, dest="train.seed")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--cache", metavar="NAME", help="also install the trained base in the cache as "
+                   "bases/NAME (the demo uses 'minilm-wt2' when present)")
+
+
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval-base", help="ELBO perplexity bound and masked-token accuracy of a base")
+    p.add_argument("--base", required=True)
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--max-chunks", type=int, default=0, help="0 = the whole split")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="write the figures as JSON here")
+
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the main job on embedded defaults (no network, no ../shared)")
+    p.add_argument("--base", default=None, help="base diffusion LM (default: the cached base)")
+    p.add_argument("--output-dir", default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-limit", type=int, default=0, help="evaluate on the first N dev rows (0 = all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lora-diffusion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _pretrain_parser(sub)
+    _eval_parser(sub)
+    _demo_parser(sub)
+    return parser
+
+
+def _flag_overrides(args: argparse.Namespace, names: dict[str, str]) -> dict[str, object]:
+    out = {}
+    for attr, key in names.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import run_pretrain
+
+    overrides = load_pairs(args.overrides)
+    overrides.update(_flag_overrides(args, {
+        "base": "base", "corpus": "corpus", "output_dir": "output_dir",
+        "train.max_steps": "train.max_steps", "train.seed": "train.seed",
+    }))
+    cfg = load_config(PretrainConfig, args.config, overrides)
+    result = run_pretrain(cfg, resume=args.resume, progress=not args.quiet)
+    if args.cache:
+        from .paths import cached_base
+
+        print(f"installed in the cache: {cached_base(args.cache, install_from=result['saved_to'])}")
+    print(json.dumps({k: result[k] for k in ("steps", "wall_time_s", "saved_to")}, indent=2))
+    print(json.dumps(result["validation"], indent=2, default=str))
+    return 0
+
+
+def cmd_eval_base(args: argparse.Namespace) -> int:
+    from .data.corpus import chunk_corpus, read_corpus
+    from .evaluation import evaluate_base
+    from .hub import load_base
+    from .utils.io import atomic_write_json
+
+    lines = read_corpus(args.corpus, args.split)
+    model = load_base(args.base)
+    data = chunk_corpus(lines, model.tokenizer, args.seq_len, args.max_chunks)
+    result = {"base": args.base, "corpus": args.corpus, "split": args.split, "chunks": len(data),
+              **evaluate_base(model, data, model.diffusion, batch_size=args.batch_size, seed=args.seed)}
+    print(json.dumps(result, indent=2))
+    if args.output:
+        atomic_write_json(args.output, result)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(base=args.base, output_dir=args.output_dir, steps=args.steps, seed=args.seed,
+             eval_limit=args.eval_limit)
+    return 0
+
+
+def load_pairs(pairs: list[str]) -> dict[str, object]:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+COMMANDS = {"pretrain": cmd_pretrain, "eval-base": cmd_eval_base, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    for noisy in ("transformers", "accelerate", "datasets", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as err:
+        print(f"lora-diffusion {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Typed, validated configuration dataclasses; YAML files and ``key=value`` overrides on top.
+
+Every dataclass validates itself in ``__post_init__``; a bad value raises ``ConfigError``
+naming the dotted field (``train.lr``), so it fails at load, before any work is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .diffusion.loss import LOSS_KINDS
+from .diffusion.schedules import SCHEDULES
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+def require(ok: bool, name: str, message: str) -> None:
+    """Raise ``ConfigError('name: message')`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{name}: {message}")
+
+
+@dataclass
+class DiffusionConfig:
+    """The absorbing diffusion process: T steps, schedule, loss and time conditioning."""
+
+    num_steps: int = 100
+    schedule: str = "linear"
+    loss: str = "simple"
+    time_conditioning: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.num_steps >= 1, "num_steps", f"must be >= 1, got {self.num_steps}")
+        require(
+            self.schedule in SCHEDULES,
+            "schedule",
+            f"unknown schedule {self.schedule!r}; choose from {sorted(SCHEDULES)}",
+        )
+        require(self.loss in LOSS_KINDS, "loss", f"must be one of {LOSS_KINDS}, got {self.loss!r}")
+
+
+@dataclass
+class TrainConfig:
+    """One trainer for every job: AdamW, warmup + cosine, accumulation, clipping."""
+
+    max_steps: int = 1000
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    warmup_max_fraction: float = 0.1
+    min_lr_ratio: float = 0.1
+    batch_size: int = 64
+    micro_batch_size: int = 16
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    seed: int = 42
+    log_every: int = 10
+    eval_every: int = 0
+    save_every: int = 200
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        require(
+            0 <= self.warmup_max_fraction <= 1,
+            "warmup_max_fraction",
+            f"must lie in [0, 1], got {self.warmup_max_fraction}",
+        )
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must lie in [0, 1], got {self.min_lr_ratio}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(
+            self.micro_batch_size >= 1,
+            "micro_batch_size",
+            f"must be >= 1, got {self.micro_batch_size}",
+        )
+        require(
+            self.batch_size % self.micro_batch_size == 0,
+            "batch_size",
+            f"{self.batch_size} is not divisible by micro_batch_size {self.micro_batch_size}",
+        )
+        require(self.max_grad_norm > 0, "max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
+        require(
+            self.mixed_precision in ("no", "bf16", "fp16"),
+            "mixed_precision",
+            f"must be one of no, bf16, fp16; got {self.mixed_precision!r}",
+        )
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        for name in ("log_every", "eval_every", "save_every"):
+            require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        require(self.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
+
+    @property
+    def accumulation_steps(self) -> int:
+        return self.batch_size // self.micro_batch_size
+
+    def effective_warmup(self) -> int:
+        """Warmup steps, capped at ``warmup_max_fraction`` of a short run."""
+        return min(self.warmup_steps, int(self.warmup_max_fraction * self.max_steps))
+
+
+@dataclass
+class PretrainConfig:
+    """``lora-diffusion pretrain``: turn an encoder into a base masked-diffusion LM."""
+
+    base: str = "minilm"
+    corpus: str = "../shared/data/wikitext-2-raw"
+    output_dir: str = "runs/pretrain"
+    seq_len: int = 128
+    max_train_chunks: int = 0
+    eval_chunks: int = 256
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            max_steps=2000, lr=1e-4, warmup_steps=200, batch_size=32, micro_batch_size=32,
+            eval_every=250, save_every=250,
+        )
+    )
+
+    def __post_init__(self) -> None:
+        require(self.seq_len >= 8, "seq_len", f"must be >= 8, got {self.seq_len}")
+        require(self.max_train_chunks >= 0, "max_train_chunks", f"must be >= 0, got {self.max_train_chunks}")
+        require(self.eval_chunks >= 1, "eval_chunks", f"must be >= 1, got {self.eval_chunks}")
+
+
+# ---------------------------------------------------------------------------------- loading
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Convert ``value`` (from YAML or a CLI string) to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, args[0], name)
+    if dataclasses.is_dataclass(tp):
+        require(isinstance(value, dict), name, f"expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=f"{name}.")
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        require(isinstance(value, (list, tuple)), name, f"expected a list, got {value!r}")
+        items = [_coerce(v, inner, name) for v in value]
+        return tuple(items) if origin is tuple else items
+    if tp is bool:
+        if isinstance(value, str):
+            low = value.lower()
+            require(low in ("true", "false", "1", "0", "yes", "no"), name, f"expected a boolean, got {value!r}")
+            return low in ("true", "1", "yes")
+        require(isinstance(value, bool), name, f"expected a boolean, got {value!r}")
+        return value
+    if tp in (int, float):
+        try:
+            out = tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return out
+    if tp is str:
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a (nested) dict; unknown keys and bad values name the field."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    require(not unknown, f"{prefix}{unknown[0]}" if unknown else prefix, f"unknown field; known: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix}{err}") from None
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain nested dict of a config dataclass (JSON/YAML-serialisable)."""
+    return dataclasses.asdict(obj)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        require(isinstance(node, dict), dotted, "cannot set a field inside a non-mapping")
+    node[keys[-1]] = value
+
+
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None
+) -> T:
+    """Defaults of ``cls`` <- YAML file ``path`` <- ``overrides`` (``{"train.lr": 3e-4}`` or
+    ``["train.lr=3e-4"]``). Validation runs once on the merged result."""
+    tree = to_dict(cls())
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML: {err}") from None
+        require(isinstance(loaded, dict), str(path), "top level must be a mapping")
+        _merge(tree, loaded)
+    items = overrides.items() if isinstance(overrides, dict) else _parse_pairs(overrides or [])
+    for key, value in items:
+        if value is not None:
+            _set_dotted(tree, key, value)
+    return from_dict(cls, tree)
+
+
+def _parse_pairs(pairs: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for pair in pairs:
+        require("=" in pair, pair, "override must look like key=value")
+        key, value = pair.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(value)))
+    return out
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value

@@ -1,0 +1,1 @@
+"""Data: corpora for pretraining and (later) task datasets."""

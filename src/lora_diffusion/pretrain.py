@@ -1,0 +1,69 @@
+"""``lora-diffusion pretrain``: turn a pretrained encoder into a base masked-diffusion LM by
+training it (all weights) with the diffusion loss on a text corpus, through the one trainer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import PretrainConfig, to_dict
+from .data.corpus import chunk_corpus, read_corpus
+from .evaluation import nelbo
+from .hub import load_base, save_base
+from .objective import DiffusionObjective
+from .training.checkpoint import list_checkpoints
+from .training.trainer import Trainer
+from .utils.io import atomic_write_json
+from .utils.repro import provenance
+
+log = logging.getLogger(__name__)
+
+
+def run_pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train and save ``<output_dir>/model`` (HF format) with ``pretrain_summary.json``."""
+    out = Path(cfg.output_dir)
+    if list_checkpoints(out / "checkpoints") and not resume:
+        raise FileExistsError(
+            f"{out} already holds checkpoints of a run; pass --resume to continue it or choose "
+            "another --output-dir (nothing was overwritten)"
+        )
+    train_lines = read_corpus(cfg.corpus, "train")  # bad corpus fails before the model loads
+    val_lines = read_corpus(cfg.corpus, "validation")
+    model = load_base(cfg.base, cfg.diffusion)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    train = chunk_corpus(train_lines, model.tokenizer, cfg.seq_len, cfg.max_train_chunks)
+    val = chunk_corpus(val_lines, model.tokenizer, cfg.seq_len, cfg.eval_chunks)
+    log.info("pretrain: %d train chunks (%d tokens), %d validation chunks", len(train), train.num_tokens, len(val))
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        result = nelbo(m, val, cfg.diffusion, batch_size=cfg.train.micro_batch_size, seed=cfg.train.seed)
+        m.train()
+        return result
+
+    trainer = Trainer(
+        model, DiffusionObjective(cfg.diffusion), train, cfg.train, out,
+        evaluate=evaluate, identity={"job": "pretrain", "base": cfg.base}, run_config=to_dict(cfg),
+        progress=progress,
+    )
+    if not trainer.history:
+        start = evaluate(model)
+        trainer._log({"step": 0, **{f"eval/{k}": v for k, v in start.items()}})
+    summary = trainer.fit(resume=resume)
+    final = evaluate(trainer.unwrapped)
+    result = {
+        **summary,
+        "train_chunks": len(train),
+        "train_tokens": train.num_tokens,
+        "validation": {"start": trainer.history[0], "final": final},
+        "saved_to": str(out / "model"),
+        **provenance(cfg.train.seed),
+    }
+    import json
+
+    save_base(trainer.unwrapped, out / "model", extra_files={"pretrain_summary.json": json.dumps(result, indent=2, default=str)})
+    atomic_write_json(out / "pretrain_summary.json", result)
+    return result

@@ -1,0 +1,169 @@
+"""Training checkpoints: trainable weights, optimiser, scheduler, step and every RNG state,
+each tensor in safetensors, written atomically (temp dir + rename), a bounded number kept.
+
+Layout of ``<output>/checkpoints/step-000123/``:
+  trainable.safetensors   trainable parameters by name
+  optimizer.safetensors   flattened optimiser state ("state.<idx>.<key>")
+  rng.safetensors         torch CPU (+ CUDA) and masking-generator states
+  state.json              step, scheduler, optimiser param groups, python/numpy RNG, identity
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..utils.io import atomic_directory
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or belongs to another run."""
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            if torch.is_tensor(val):
+                tensors[f"state.{idx}.{key}"] = val.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, val in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = val
+    for name, val in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = val
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    identity: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write checkpoint ``step`` atomically under ``root`` and prune to the newest ``keep``."""
+    target = root / f"step-{step:07d}"
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+    rng = {"torch_cpu": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    with atomic_directory(target) as tmp:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        save_file(rng, str(tmp / "rng.safetensors"))
+        state = {
+            "step": step,
+            "identity": identity,
+            "scheduler": sched,
+            "optimizer": opt_meta,
+            "python_random": random.getstate(),
+            "numpy_random": _numpy_state(),
+        }
+        (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name)]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def load_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    identity: dict[str, Any],
+) -> int:
+    """Restore everything saved by ``save_checkpoint``; return the step. A checkpoint of another
+    method or base (``identity`` differs) is refused with both named."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        weights = load_file(str(path / "trainable.safetensors"))
+        opt_tensors = load_file(str(path / "optimizer.safetensors"))
+        rng = load_file(str(path / "rng.safetensors"))
+    except (OSError, json.JSONDecodeError, SafetensorError, KeyError) as err:
+        raise CheckpointError(f"unreadable checkpoint {path}: {err}") from err
+    saved_id = state.get("identity", {})
+    mismatched = {k: (saved_id.get(k), v) for k, v in identity.items() if saved_id.get(k) != v}
+    if mismatched:
+        detail = "; ".join(f"{k}: checkpoint has {a!r}, this run has {b!r}" for k, (a, b) in mismatched.items())
+        raise CheckpointError(f"checkpoint {path} belongs to another run ({detail})")
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params] + [
+        n for n, p in params.items() if p.requires_grad and n not in weights
+    ]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} does not match the model (e.g. {missing[:3]})")
+    with torch.no_grad():
+        for name, val in weights.items():
+            params[name].copy_(val)
+    optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, state["optimizer"]))
+    scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
+    torch.set_rng_state(rng["torch_cpu"])
+    generator.set_state(rng["generator"])
+    if torch.cuda.is_available():
+        cuda = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda_"))]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+    random.setstate(_tuples(state["python_random"]))
+    np.random.set_state(_numpy_restore(state["numpy_random"]))
+    return int(state["step"])
+
+
+def _numpy_state() -> list[Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _numpy_restore(saved: list[Any]) -> tuple[Any, ...]:
+    name, keys, pos, has_gauss, cached = saved
+    return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
+
+
+def _tuples(obj: Any) -> Any:
+    return tuple(_tuples(x) for x in obj) if isinstance(obj, list) else obj
+
+
+def _json_default(obj: Any) -> Any:
+    if torch.is_tensor(obj):
+        return obj.tolist()
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

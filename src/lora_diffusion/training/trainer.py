@@ -1,0 +1,236 @@
+"""The one training loop of the package (pretraining and every fine-tuning method).
+
+AdamW over the parameters that require grad, linear warmup then cosine decay to a floor,
+gradient accumulation to an effective batch, clipping, mixed precision and devices through
+``accelerate``. The data order is a function of (seed, step) only, and every RNG is saved in
+checkpoints, so a resumed run reproduces an uninterrupted one exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig, to_dict
+from ..utils.io import atomic_write_json
+from ..utils.repro import provenance, seed_everything
+from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+
+Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict[str, float]]]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate after ``step`` optimiser steps:
+    linear warmup (step + 1) / warmup, then cosine from 1 to ``min_ratio`` over the rest;
+    it stays at ``min_ratio`` after ``total`` (it never rises again)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(total - warmup, 1)
+    progress = min((step - warmup) / span, 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def batch_indices(step: int, batch_size: int, num_items: int, seed: int) -> torch.Tensor:
+    """Dataset indices of global batch ``step``: consecutive slices of per-epoch permutations
+    drawn from ``torch.Generator`` seeded with (seed, epoch). Depends on nothing else."""
+    out, pos = [], step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, num_items)
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(num_items, generator=gen)
+        take = perm[offset : offset + batch_size - len(out)]
+        out.extend(take.tolist())
+        pos += len(take)
+    return torch.tensor(out)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        objective: Objective,
+        train_data: torch.utils.data.Dataset,
+        cfg: TrainConfig,
+        output_dir: str | Path,
+        *,
+        collate: Callable[[list[Any]], dict[str, torch.Tensor]] | None = None,
+        evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+        identity: dict[str, Any] | None = None,
+        run_config: dict[str, Any] | None = None,
+        progress: bool = True,
+    ):
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.output_dir = Path(output_dir)
+        self.ckpt_root = self.output_dir / "checkpoints"
+        self.objective = objective
+        self.data = train_data
+        self.collate = collate or torch.utils.data.default_collate
+        self.evaluate = evaluate
+        self.identity = identity or {}
+        self.run_config = run_config or {}
+        self.progress = progress
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+        world = self.accelerator.num_processes
+        if cfg.batch_size % (cfg.micro_batch_size * world):
+            raise ValueError(
+                f"train.batch_size {cfg.batch_size} is not divisible by micro_batch_size "
+                f"{cfg.micro_batch_size} x {world} processes"
+            )
+        self.accum = cfg.batch_size // (cfg.micro_batch_size * world)
+        seed_everything(cfg.seed)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        self.num_trainable = sum(p.numel() for p in params)
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = cfg.effective_warmup()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, warmup, cfg.max_steps, cfg.min_lr_ratio)
+        )
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.accelerator.process_index)
+        self.history: list[dict[str, Any]] = []
+        self.step = 0
+
+    # ------------------------------------------------------------------------------ state
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _save(self) -> Path | None:
+        if not self.accelerator.is_main_process:
+            return None
+        return save_checkpoint(
+            self.ckpt_root, self.step, self.unwrapped, self.optimizer.optimizer
+            if hasattr(self.optimizer, "optimizer") else self.optimizer,
+            self.scheduler, self.generator, self.identity, self.cfg.keep_checkpoints,
+        )
+
+    def _resume(self) -> None:
+        found = list_checkpoints(self.ckpt_root)
+        if not found:
+            return
+        opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+        self.step = load_checkpoint(found[-1], self.unwrapped, opt, self.scheduler, self.generator, self.identity)
+        hist_path = self.output_dir / "training_history.json"
+        if hist_path.is_file():
+            import json
+
+            self.history = [h for h in json.loads(hist_path.read_text()) if h["step"] <= self.step]
+
+    # ------------------------------------------------------------------------------- loop
+    def _micro_batches(self) -> list[dict[str, torch.Tensor]]:
+        acc = self.accelerator
+        idx = batch_indices(self.step, self.cfg.batch_size, len(self.data), self.cfg.seed)
+        local = idx.view(acc.num_processes, -1)[acc.process_index]
+        out = []
+        for chunk in local.view(self.accum, -1):
+            batch = self.collate([self.data[int(i)] for i in chunk])
+            out.append({k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()})
+        return out
+
+    def _train_step(self) -> dict[str, float]:
+        self.model.train()
+        logs: dict[str, float] = {}
+        batches = self._micro_batches()
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
+                with self.accelerator.autocast():
+                    loss, extra = self.objective(self.model, batch, self.generator)
+                self._check_finite(loss)
+                self.accelerator.backward(loss / len(batches))
+            logs["loss"] = logs.get("loss", 0.0) + loss.item() / len(batches)
+            for k, v in extra.items():
+                logs[k] = logs.get(k, 0.0) + (v if k == "tokens" else v / len(batches))
+        grad_norm = self.accelerator.clip_grad_norm_(
+            [p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm
+        )
+        logs["lr"] = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        logs["grad_norm"] = float(grad_norm)
+        return logs
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            last = list_checkpoints(self.ckpt_root)
+            raise TrainingDiverged(
+                f"non-finite loss ({loss.item()}) at step {self.step + 1}; stopping. "
+                f"Last good checkpoint: {last[-1] if last else 'none yet'}"
+            )
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train to ``max_steps`` (continuing from the newest checkpoint with ``resume``)."""
+        if resume:
+            self._resume()
+        cfg = self.cfg
+        start_step, times, start = self.step, [], time.perf_counter()
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.progress or
+                   not self.accelerator.is_main_process, desc="train", dynamic_ncols=True)
+        while self.step < cfg.max_steps:
+            t0 = time.perf_counter()
+            logs = self._train_step()
+            dt = time.perf_counter() - t0
+            times.append(dt)
+            self.step += 1
+            bar.update(1)
+            tok_s = logs.get("tokens", 0.0) * self.accelerator.num_processes / dt
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", tok_s=f"{tok_s:.0f}")
+            if cfg.log_every and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
+                self._log({**logs, "step": self.step, "time_per_step": dt, "tokens_per_s": tok_s})
+            if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0:
+                self._log({"step": self.step, **{f"eval/{k}": v for k, v in self.evaluate(self.unwrapped).items()}})
+            if cfg.save_every and self.step % cfg.save_every == 0:
+                self._save()
+        bar.close()
+        if cfg.save_every and self.step % cfg.save_every:
+            self._save()  # the final state, so that --resume of a finished run is a no-op
+        return self._summary(start_step, times, time.perf_counter() - start)
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        if self.accelerator.is_main_process:
+            atomic_write_json(self.output_dir / "training_history.json", self.history)
+
+    def _summary(self, start_step: int, times: list[float], wall: float) -> dict[str, Any]:
+        warm = times[1:] if len(times) > 1 else times
+        summary = {
+            "steps": self.step,
+            "steps_this_run": self.step - start_step,
+            "wall_time_s": wall,
+            "mean_time_per_step_s": sum(warm) / len(warm) if warm else None,
+            "peak_memory_mb": peak_memory_mb(self.accelerator.device),
+            "trainable_parameters": self.num_trainable,
+            "effective_batch": self.cfg.batch_size,
+            "accumulation_steps": self.accum,
+            "processes": self.accelerator.num_processes,
+            "device": str(self.accelerator.device),
+            "train_config": to_dict(self.cfg),
+            "config": self.run_config,
+            **provenance(self.cfg.seed),
+        }
+        if self.accelerator.is_main_process:
+            atomic_write_json(self.output_dir / "training_summary.json", summary)
+        return summary

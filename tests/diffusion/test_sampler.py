@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from lora_diffusion.diffusion import alpha_at_step, get_schedule
+from lora_diffusion.diffusion.sampler import SamplerConfig, block_ids, draw_tokens, sample
+
+MASK, V = 3, 11
+
+
+def fixed_denoise(log=None):
+    """A model whose prediction depends on position only: token 4 + (pos % 5)."""
+
+    def denoise(x, steps, select):
+        if log is not None:
+            log.append((int(steps[0]), int(select.sum())))
+        pos = select.nonzero()[:, 1]
+        logits = torch.full((pos.shape[0], V), -5.0)
+        logits[torch.arange(pos.shape[0]), 4 + pos % 5] = 5.0
+        return logits
+
+    return denoise
+
+
+def _inputs(B=4, prompt=3, resp=8):
+    x = torch.full((B, prompt + resp), 7)
+    gen = torch.zeros_like(x, dtype=torch.bool)
+    gen[:, prompt:] = True
+    return x, gen
+
+
+@pytest.mark.parametrize("strategy", ["ancestral", "low_confidence"])
+@pytest.mark.parametrize("block", [0, 3])
+def test_no_mask_left_prompt_kept_and_seeded(strategy, block):
+    x, gen = _inputs()
+    cfg = SamplerConfig(num_steps=20, strategy=strategy, block_length=block)
+    out = sample(fixed_denoise(), x, gen, MASK, get_schedule("cosine"), cfg, torch.Generator().manual_seed(0))
+    assert not (out == MASK).any()
+    assert torch.equal(out[~gen], x[~gen])
+    again = sample(fixed_denoise(), x, gen, MASK, get_schedule("cosine"), cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_same_seed_same_output_different_seed_differs_with_temperature():
+    x, gen = _inputs(B=8, resp=16)
+
+    def noisy(x_t, steps, select):
+        return torch.zeros(int(select.sum()), V)  # uniform: samples depend only on the RNG
+
+    cfg = SamplerConfig(num_steps=10, temperature=1.0)
+    a = sample(noisy, x, gen, MASK, get_schedule("linear"), cfg, torch.Generator().manual_seed(1))
+    b = sample(noisy, x, gen, MASK, get_schedule("linear"), cfg, torch.Generator().manual_seed(1))
+    c = sample(noisy, x, gen, MASK, get_schedule("linear"), cfg, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_unmasked_per_step_follows_schedule_in_expectation(schedule):
+    """Before step s the fraction still masked is 1 - alpha_s (in expectation)."""
+    B, resp, T = 400, 50, 10
+    x, gen = _inputs(B=B, prompt=0, resp=resp)
+    log = []
+    sample(fixed_denoise(log), x, gen, MASK, get_schedule(schedule), SamplerConfig(num_steps=T),
+           torch.Generator().manual_seed(0))
+    n = B * resp
+    for step, still in log:
+        expected = n * (1 - float(alpha_at_step(get_schedule(schedule), step, T)))
+        assert abs(still - expected) <= 5 * n**0.5, (step, still, expected)
+
+
+def test_low_confidence_reveals_the_scheduled_count():
+    B, resp, T = 2, 20, 10
+    x, gen = _inputs(B=B, prompt=0, resp=resp)
+    log = []
+    sample(fixed_denoise(log), x, gen, MASK, get_schedule("linear"), SamplerConfig(num_steps=T, strategy="low_confidence"),
+           torch.Generator().manual_seed(0))
+    # linear: before step s exactly round(20 * s / 10) = 2s positions are masked per row
+    assert [still for _, still in log] == [B * 2 * s for s in range(T, 0, -1)]
+
+
+def test_blocks_fill_left_to_right():
+    x, gen = _inputs(B=1, prompt=2, resp=6)
+    seen = []
+
+    def denoise(x_t, steps, select):
+        seen.append(x_t.clone())
+        return fixed_denoise()(x_t, steps, select)
+
+    sample(denoise, x, gen, MASK, get_schedule("linear"), SamplerConfig(num_steps=6, block_length=3),
+           torch.Generator().manual_seed(0))
+    for state in seen:
+        second_started = (state[0, 5:] != MASK).any()
+        first_done = not (state[0, 2:5] == MASK).any()
+        assert first_done or not second_started
+    assert torch.equal(block_ids(gen, 3)[0], torch.tensor([-1, -1, 0, 0, 0, 1, 1, 1]))
+
+
+def test_greedy_and_top_k():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.0, 0.0, 9.0]])
+    tok, conf = draw_tokens(logits, SamplerConfig(greedy=True), torch.Generator())
+    assert tok.tolist() == [1, 2] and torch.allclose(conf[1], torch.softmax(logits[1], 0)[2])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([draw_tokens(logits[:1].expand(50, 3), SamplerConfig(top_k=1), g)[0] for _ in range(3)])
+    assert (draws == 1).all()
+
+
+def test_hook_changes_samples(tiny_bert):
+    from lora_diffusion.generation import generate
+
+    x, gen = _inputs(B=2, prompt=3, resp=4)
+    x = torch.randint(1000, 2000, x.shape)
+    batch = {"input_ids": x, "attention_mask": torch.ones_like(x), "generate_mask": gen}
+    cfg = SamplerConfig(num_steps=8, greedy=True)
+    plain = generate(tiny_bert, batch, cfg, torch.Generator().manual_seed(0))
+    shift = torch.randn(tiny_bert.hidden_size, generator=torch.Generator().manual_seed(1)) * 50
+    calls = []
+
+    def perturb(h, steps):
+        calls.append(int(steps[0]))
+        return h + shift
+
+    pert = generate(tiny_bert, batch, cfg, torch.Generator().manual_seed(0), perturb=perturb)
+    assert calls and not torch.equal(plain, pert)
+    assert all(1 <= c <= 8 for c in calls)
+
+
+def test_bad_sampler_config():
+    with pytest.raises(ValueError, match="strategy"):
+        SamplerConfig(strategy="bogus")
+    with pytest.raises(ValueError, match="num_steps"):
+        SamplerConfig(num_steps=0)
