@@ -87,7 +87,7 @@ class DiffusionLM(nn.Module):
     @property
     def hidden_size(self) -> int:
         cfg = self.mlm.config
-        return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "dim"))
+        return int(getattr(cfg, "hidden_size", None) or cfg.dim)
 
     @property
     def vocab_size(self) -> int:

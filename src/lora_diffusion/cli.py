@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from .config import ConfigError, PretrainConfig, load_config
 
@@ -56,12 +55,20 @@ def _demo_parser(sub) -> None:
     p.add_argument("--eval-limit", type=int, default=0, help="evaluate on the first N dev rows (0 = all)")
 
 
+def _plot_parser(sub) -> None:
+    p = sub.add_parser("plot", help="PNG of a run's training loss and validation curve")
+    p.add_argument("--history", required=True, help="training_history.json of a run")
+    p.add_argument("--output", required=True, help="PNG path")
+    p.add_argument("--title", default="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora-diffusion", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _pretrain_parser(sub)
     _eval_parser(sub)
     _demo_parser(sub)
+    _plot_parser(sub)
     return parser
 
 
@@ -118,6 +125,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_history
+
+    print(plot_history(args.history, args.output, args.title))
+    return 0
+
+
 def load_pairs(pairs: list[str]) -> dict[str, object]:
     import yaml
 
@@ -130,7 +144,7 @@ def load_pairs(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "eval-base": cmd_eval_base, "demo": cmd_demo}
+COMMANDS = {"pretrain": cmd_pretrain, "eval-base": cmd_eval_base, "demo": cmd_demo, "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

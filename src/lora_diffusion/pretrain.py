@@ -49,10 +49,12 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = Tru
         evaluate=evaluate, identity={"job": "pretrain", "base": cfg.base}, run_config=to_dict(cfg),
         progress=progress,
     )
+    if resume:
+        trainer.restore()
     if not trainer.history:
         start = evaluate(model)
-        trainer._log({"step": 0, **{f"eval/{k}": v for k, v in start.items()}})
-    summary = trainer.fit(resume=resume)
+        trainer.log({"step": 0, **{f"eval/{k}": v for k, v in start.items()}})
+    summary = trainer.fit()
     final = evaluate(trainer.unwrapped)
     result = {
         **summary,

@@ -126,10 +126,12 @@ class Trainer:
             self.scheduler, self.generator, self.identity, self.cfg.keep_checkpoints,
         )
 
-    def _resume(self) -> None:
+    def restore(self) -> bool:
+        """Load the newest checkpoint (weights, optimiser, scheduler, RNGs, history), if any."""
+        self._restored = True
         found = list_checkpoints(self.ckpt_root)
         if not found:
-            return
+            return False
         opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
         self.step = load_checkpoint(found[-1], self.unwrapped, opt, self.scheduler, self.generator, self.identity)
         hist_path = self.output_dir / "training_history.json"
@@ -137,6 +139,7 @@ class Trainer:
             import json
 
             self.history = [h for h in json.loads(hist_path.read_text()) if h["step"] <= self.step]
+        return True
 
     # ------------------------------------------------------------------------------- loop
     def _micro_batches(self) -> list[dict[str, torch.Tensor]]:
@@ -183,8 +186,8 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to ``max_steps`` (continuing from the newest checkpoint with ``resume``)."""
-        if resume:
-            self._resume()
+        if resume and not getattr(self, "_restored", False):
+            self.restore()
         cfg = self.cfg
         start_step, times, start = self.step, [], time.perf_counter()
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.progress or
@@ -199,9 +202,9 @@ class Trainer:
             tok_s = logs.get("tokens", 0.0) * self.accelerator.num_processes / dt
             bar.set_postfix(loss=f"{logs['loss']:.4f}", tok_s=f"{tok_s:.0f}")
             if cfg.log_every and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
-                self._log({**logs, "step": self.step, "time_per_step": dt, "tokens_per_s": tok_s})
+                self.log({**logs, "step": self.step, "time_per_step": dt, "tokens_per_s": tok_s})
             if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0:
-                self._log({"step": self.step, **{f"eval/{k}": v for k, v in self.evaluate(self.unwrapped).items()}})
+                self.log({"step": self.step, **{f"eval/{k}": v for k, v in self.evaluate(self.unwrapped).items()}})
             if cfg.save_every and self.step % cfg.save_every == 0:
                 self._save()
         bar.close()
@@ -209,7 +212,7 @@ class Trainer:
             self._save()  # the final state, so that --resume of a finished run is a no-op
         return self._summary(start_step, times, time.perf_counter() - start)
 
-    def _log(self, entry: dict[str, Any]) -> None:
+    def log(self, entry: dict[str, Any]) -> None:
         self.history.append(entry)
         if self.accelerator.is_main_process:
             atomic_write_json(self.output_dir / "training_history.json", self.history)
