@@ -98,10 +98,21 @@ class DiffusionLM(nn.Module):
         return self.mlm.base_model
 
     # ---------------------------------------------------------------------------- forward
+    def trunk_trainable(self) -> bool:
+        """Whether any trunk (or time-embedding) parameter is trained."""
+        return any(p.requires_grad for p in self.trunk.parameters()) or (
+            self.time_embedding is not None and any(p.requires_grad for p in self.time_embedding.parameters())
+        )
+
     def hidden_states(
         self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor | None = None
     ) -> Tensor:
-        """Final hidden states h_t of the trunk: (B, L) ids -> (B, L, D)."""
+        """Final hidden states h_t of the trunk: (B, L) ids -> (B, L, D). A frozen trunk runs
+        without autograd (nothing is stored for a backward pass through it)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.trunk_trainable()):
+            return self._trunk_forward(input_ids, attention_mask, steps)
+
+    def _trunk_forward(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor | None) -> Tensor:
         if self.time_embedding is None:
             out = self.trunk(input_ids=input_ids, attention_mask=attention_mask)
         else:
@@ -123,15 +134,23 @@ class DiffusionLM(nn.Module):
         steps: Tensor | None = None,
         select: Tensor | None = None,
         perturb: Perturb | None = None,
+        instruction_mask: Tensor | None = None,
     ) -> Tensor:
         """Logits at the ``select`` (B, L) positions: (N, V), rows in ``select.nonzero()`` order.
 
         ``perturb(h (B, L, D), steps (B,)) -> h'`` is the single hook through which a method
         changes the denoising trajectory before the frozen output head. Without ``select``
-        the logits of every position are returned, (B, L, V)."""
+        the logits of every position are returned, (B, L, V). ``instruction_mask`` is for
+        methods that condition on the instruction; the plain backbone ignores it."""
         hidden = self.hidden_states(input_ids, attention_mask, steps)
         if perturb is not None:
             hidden = perturb(hidden, steps)
         if select is None:
             return self.head(hidden)
         return self.head(hidden[select])
+
+
+def unwrap_backbone(model: nn.Module) -> DiffusionLM:
+    """The ``DiffusionLM`` inside a method model (or a DDP wrapper of one)."""
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, DiffusionLM) else inner.backbone

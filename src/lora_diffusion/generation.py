@@ -7,59 +7,58 @@ the gold label word's tokens (exact match; a non-label prediction is wrong, no f
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from .backbone import DiffusionLM, Perturb
+from .backbone import Perturb, unwrap_backbone
 from .data.classification import pad_collate
 from .diffusion import get_schedule
 from .diffusion.sampler import SamplerConfig, sample
 
-PerturbFor = Callable[[dict[str, torch.Tensor]], Perturb | None]
-
 
 @torch.no_grad()
 def generate(
-    model: DiffusionLM,
+    model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
     cfg: SamplerConfig,
     generator: torch.Generator,
     perturb: Perturb | None = None,
 ) -> torch.Tensor:
-    """Fill the ``generate_mask`` positions of ``batch`` by reverse diffusion: (B, L) ids."""
+    """Fill the ``generate_mask`` positions of ``batch`` by reverse diffusion: (B, L) ids.
+    ``model`` is a ``DiffusionLM`` or a method model; a method's own perturbation runs at every
+    reverse step with that step's t (``perturb`` adds an extra hook on a plain backbone)."""
     model.eval()
+    backbone = unwrap_backbone(model)
     device = next(model.parameters()).device
     attn = batch["attention_mask"].to(device)
+    instr = batch.get("instruction_mask")
+    instr = None if instr is None else instr.to(device).bool()
+    extra = {"perturb": perturb} if perturb is not None else {}
 
     def denoise(x_t, steps, select):
-        return model(x_t, attn, steps, select=select, perturb=perturb)
+        return model(x_t, attn, steps, select=select, instruction_mask=instr, **extra)
 
     return sample(
         denoise, batch["input_ids"].to(device), batch["generate_mask"].to(device).bool(),
-        model.mask_token_id, get_schedule(model.diffusion.schedule), cfg, generator,
+        backbone.mask_token_id, get_schedule(backbone.diffusion.schedule), cfg, generator,
     )
 
 
 @torch.no_grad()
 def generation_accuracy(
-    model: DiffusionLM,
-    data,
-    cfg: SamplerConfig | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
-    perturb_for: PerturbFor | None = None,
+    model: torch.nn.Module, data, cfg: SamplerConfig | None = None, batch_size: int = 32, seed: int = 0
 ) -> dict[str, float]:
     """Exact-match accuracy of generated responses over ``data`` rows (with ``input_ids``
     holding the gold response at ``generate_mask``). Also the fraction of predictions that are
     a valid label word at all."""
-    cfg = cfg or SamplerConfig(num_steps=model.diffusion.num_steps, greedy=True)
+    backbone = unwrap_backbone(model)
+    cfg = cfg or SamplerConfig(num_steps=backbone.diffusion.num_steps, greedy=True)
     label_tokens = set(getattr(data, "label_token_ids", {}).values())
     gen = torch.Generator().manual_seed(seed)
     correct = valid = total = 0
     for start in range(0, len(data), batch_size):
-        batch = pad_collate([data[i] for i in range(start, min(start + batch_size, len(data)))], model.pad_token_id)
-        out = generate(model, batch, cfg, gen, perturb_for(batch) if perturb_for else None).cpu()
+        rows = [data[i] for i in range(start, min(start + batch_size, len(data)))]
+        batch = pad_collate(rows, backbone.pad_token_id)
+        out = generate(model, batch, cfg, gen).cpu()
         gmask = batch["generate_mask"]
         for i in range(out.shape[0]):
             pred, gold = out[i][gmask[i]], batch["input_ids"][i][gmask[i]]

@@ -106,10 +106,12 @@ def encode_examples(
         ids = [cls_id, *instr, sep_id, label_ids[label], sep_id]
         gen = [False] * len(ids)
         gen[-2] = True
+        instr_mask = [False] + [True] * len(instr) + [False] * 3
         out.append({
             "input_ids": torch.tensor(ids),
             "attention_mask": torch.ones(len(ids), dtype=torch.long),
             "generate_mask": torch.tensor(gen),
+            "instruction_mask": torch.tensor(instr_mask),
             "label": torch.tensor(label),
         })
     return EncodedExamples(out, truncated, label_ids)
@@ -119,7 +121,8 @@ def pad_collate(rows: list[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[st
     """Right-pad a list of rows to the longest; padding has attention 0 and is never generated."""
     length = max(r["input_ids"].shape[0] for r in rows)
     batch: dict[str, torch.Tensor] = {}
-    for key, fill in (("input_ids", pad_id), ("attention_mask", 0), ("generate_mask", False)):
+    keys = [("input_ids", pad_id), ("attention_mask", 0), ("generate_mask", False), ("instruction_mask", False)]
+    for key, fill in (kv for kv in keys if kv[0] in rows[0]):
         out = torch.full((len(rows), length), fill, dtype=rows[0][key].dtype)
         for i, r in enumerate(rows):
             out[i, : r[key].shape[0]] = r[key]
