@@ -47,11 +47,12 @@ class TimeEmbedding(nn.Module):
 
 
 def _head_fn(mlm: nn.Module) -> Callable[[Tensor], Tensor]:
-    """The MLM output head of a transformers model as a function h (..., D) -> (..., V)."""
+    """The MLM output head of a transformers model as a function h (..., D) -> (..., V).
+    (Plain functions, so the head is not registered a second time as a submodule.)"""
     if hasattr(mlm, "cls"):  # BERT family
-        return mlm.cls
+        return lambda h: mlm.cls(h)
     if hasattr(mlm, "lm_head"):  # RoBERTa, XLM-R, ...
-        return mlm.lm_head
+        return lambda h: mlm.lm_head(h)
     if hasattr(mlm, "head") and hasattr(mlm, "decoder"):  # ModernBERT
         return lambda h: mlm.decoder(mlm.head(h))
     if hasattr(mlm, "vocab_projector"):  # DistilBERT

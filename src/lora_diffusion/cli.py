@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from .config import ConfigError, PretrainConfig, load_config
 
@@ -55,6 +56,29 @@ def _demo_parser(sub) -> None:
     p.add_argument("--eval-limit", type=int, default=0, help="evaluate on the first N dev rows (0 = all)")
 
 
+def _finetune_parser(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune one registered method on SST-2")
+    _common(p)
+    p.add_argument("--method", help="a registered method (see `lora-diffusion methods`)")
+    p.add_argument("--base", help="base diffusion LM directory (e.g. runs/pretrain/model), hub id or 'minilm'")
+    p.add_argument("--data-dir", help="directory with GLUE SST-2 train.tsv and dev.tsv")
+    p.add_argument("--output-dir")
+    p.add_argument("--steps", type=int, dest="train.max_steps")
+    p.add_argument("--lr", type=float, dest="train.lr")
+    p.add_argument("--seed", type=int, dest="train.seed")
+    p.add_argument("--resume", action="store_true")
+
+
+def _rank_parser(sub) -> None:
+    p = sub.add_parser("analyze-rank", help="effective rank of a trained trajectory adapter's deltas per phase")
+    p.add_argument("--adapter", required=True, help="directory saved by finetune (adapter_config.json)")
+    p.add_argument("--base", default=None, help="base it was trained on (default: the recorded source)")
+    p.add_argument("--data", default=None, help="SST-2 TSV to run over (default: the packaged SST-2 dev)")
+    p.add_argument("--max-rows", type=int, default=512)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+
+
 def _plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="PNG of a run's training loss and validation curve")
     p.add_argument("--history", required=True, help="training_history.json of a run")
@@ -69,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_parser(sub)
     _demo_parser(sub)
     _plot_parser(sub)
+    _finetune_parser(sub)
+    _rank_parser(sub)
+    sub.add_parser("methods", help="list the registered methods")
     return parser
 
 
@@ -125,6 +152,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import FinetuneConfig, run_finetune
+
+    overrides = load_pairs(args.overrides)
+    overrides.update(_flag_overrides(args, {
+        "method": "method", "base": "base", "data_dir": "data_dir", "output_dir": "output_dir",
+        "train.max_steps": "train.max_steps", "train.lr": "train.lr", "train.seed": "train.seed",
+    }))
+    cfg = load_config(FinetuneConfig, args.config, overrides)
+    result = run_finetune(cfg, resume=args.resume, progress=not args.quiet)
+    acc = result["summary"]["accounting"]
+    print(json.dumps({"method": cfg.method, "dev_generation_accuracy": result["dev"]["accuracy"],
+                      "trainable_parameters": acc["trainable_parameters"],
+                      "percent_of_base": round(acc["percent_of_base"], 3),
+                      "bytes_on_disk": acc.get("bytes_on_disk"), "output_dir": cfg.output_dir}, indent=2))
+    return 0
+
+
+def cmd_analyze_rank(args: argparse.Namespace) -> int:
+    from .analysis import analyze_rank, plot_spectra
+    from .data.classification import SST2, encode_examples, read_labelled_tsv
+    from .demo import resource
+    from .methods.persistence import load_method
+    from .utils.io import atomic_write_json
+
+    model = load_method(args.adapter, args.base)
+    if model.method != "trajectory":
+        raise ValueError(f"analyze-rank needs a trajectory adapter; {args.adapter} holds {model.method!r}")
+    rows = read_labelled_tsv(args.data or resource("sst2_dev.tsv"), set(SST2.verbalizer))
+    data = encode_examples(rows, SST2, model.backbone.tokenizer)
+    result = analyze_rank(model, data, max_rows=args.max_rows, seed=args.seed)
+    out = Path(args.output_dir)
+    atomic_write_json(out / "effective_rank.json", result)
+    plot_spectra(result, out / "effective_rank.png")
+    for phase, r in result.items():
+        print(f"{phase:>5}: effective rank {r['effective_rank']:.2f} (nominal {r['nominal_rank']}, {r['rows']} rows)")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import get_method, registered_methods
+
+    for name in registered_methods():
+        print(f"{name:12s} {get_method(name).description}")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plots import plot_history
 
@@ -144,7 +218,8 @@ def load_pairs(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "eval-base": cmd_eval_base, "demo": cmd_demo, "plot": cmd_plot}
+COMMANDS = {"pretrain": cmd_pretrain, "eval-base": cmd_eval_base, "demo": cmd_demo, "plot": cmd_plot,
+            "finetune": cmd_finetune, "analyze-rank": cmd_analyze_rank, "methods": cmd_methods}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 1. base: the cached pretrained base diffusion LM (``lora-diffusion pretrain --cache``), or a
    short pretrain of all-MiniLM-L6-v2 on the packaged WikiText-2 excerpt when none is cached;
 2. task: SST-2 as generation of the label word, from the packaged sample (resources/SOURCES.md);
-3. fine-tune through the one trainer, then compare generation accuracy on SST-2 dev with the
+3. fine-tune with LoRA-Diffusion (trajectory adapters, frozen base) through the one trainer,
+   then compare generation accuracy on SST-2 dev with the
    untuned base's.
 """
 
@@ -15,14 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import DiffusionConfig, PretrainConfig, TrainConfig, to_dict
-from .data.classification import SST2, encode_examples, pad_collate, read_labelled_tsv
+from .config import PretrainConfig, TrainConfig, to_dict
+from .data.classification import SST2, encode_examples, read_labelled_tsv
+from .finetune import build_method_model, finetune
 from .generation import generation_accuracy
 from .hub import load_base
-from .objective import DiffusionObjective
 from .paths import cached_base, default_cache_dir
 from .pretrain import run_pretrain
-from .training.trainer import Trainer
 from .utils.io import atomic_write_json
 from .utils.repro import provenance
 
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 DEMO_PRETRAIN_STEPS = 120
 DEMO_FINETUNE_STEPS = 150
+DEMO_METHOD = "trajectory"
+DEMO_METHOD_OPTIONS: dict[str, Any] = {}  # the paper's defaults: ranks 64/32/8, k = 2, FiLM on the trunk
+DEMO_LR = 1e-3
 FULL_BASE = "minilm-wt2"
 DEMO_BASE = "minilm-demo"
 
@@ -76,22 +79,19 @@ def run_demo(base: str | None = None, output_dir: str | None = None, steps: int 
     print(f"[demo] untuned base: generation accuracy {before['accuracy']:.3f} "
           f"(valid label words {before['valid_label_rate']:.3f})")
 
-    method = "full"  # the trajectory method replaces this once it lands
-    cfg = TrainConfig(max_steps=steps or DEMO_FINETUNE_STEPS, lr=5e-5, warmup_steps=15, batch_size=16,
+    model, fingerprint = build_method_model(model, DEMO_METHOD, DEMO_METHOD_OPTIONS)
+    cfg = TrainConfig(max_steps=steps or DEMO_FINETUNE_STEPS, lr=DEMO_LR, warmup_steps=15, batch_size=16,
                       micro_batch_size=16, save_every=0, log_every=10, seed=seed)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    trainer = Trainer(model, DiffusionObjective(model.diffusion), train, cfg, out,
-                      collate=lambda rows: pad_collate(rows, model.pad_token_id),
-                      identity={"job": "demo", "method": method}, run_config={"base": base_path})
-    summary = trainer.fit()
+    summary = finetune(model, train, cfg, out, fingerprint, run_config={"base": base_path})
     after = generation_accuracy(model, dev, seed=seed)
+    method = DEMO_METHOD
     result = {
         "base": base_path, "base_note": base_note, "method": method, "task": "sst2",
         "train_rows": len(train), "dev_rows": len(dev), "steps": summary["steps"],
         "untuned": before, "tuned": after, "train_time_s": summary["wall_time_s"],
+        "accounting": summary["accounting"],
         "wall_time_s": time.perf_counter() - start, "train_config": to_dict(cfg),
-        "diffusion": to_dict(model.diffusion if isinstance(model.diffusion, DiffusionConfig) else DiffusionConfig()),
+        "diffusion": to_dict(model.backbone.diffusion),
         **provenance(seed),
     }
     atomic_write_json(out / "demo_summary.json", result)

@@ -45,10 +45,13 @@ def resolve_source(name_or_path: str) -> str:
 def _from_pretrained(source: str):
     """AutoModelForMaskedLM + tokenizer, with a useful error when offline or misspelled."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     path = Path(source)
     if path.exists() and not (path / "config.json").is_file():
         raise BaseModelError(f"{path}: not a model directory (no config.json)")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the missing-head report is handled (and logged) below
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         mlm, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
@@ -61,6 +64,8 @@ def _from_pretrained(source: str):
         ) from err
     except Exception as err:  # corrupt weights, unreadable files
         raise BaseModelError(f"could not read base model at {source!r}: {err}") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return mlm, tokenizer, info
 
 

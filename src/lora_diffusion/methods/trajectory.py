@@ -37,7 +37,7 @@ class TrajectoryConfig:
     encoder: str = "trunk"
     cond_dim: int = 256
     encoder_layers: int = 2
-    encoder_heads: int = 12
+    encoder_heads: int = 0  # 0: the base's number of attention heads
     lambda_rank: float = 0.01
     lambda_orth: float = 0.001
 
@@ -53,12 +53,13 @@ class TrajectoryConfig:
         require(self.encoder in ENCODERS, "encoder", f"must be one of {ENCODERS}, got {self.encoder!r}")
         require(self.cond_dim >= 1, "cond_dim", f"must be >= 1, got {self.cond_dim}")
         require(self.encoder_layers >= 1, "encoder_layers", f"must be >= 1, got {self.encoder_layers}")
+        require(self.encoder_heads >= 0, "encoder_heads", f"must be >= 0, got {self.encoder_heads}")
         require(self.lambda_rank >= 0, "lambda_rank", f"must be >= 0, got {self.lambda_rank}")
         require(self.lambda_orth >= 0, "lambda_orth", f"must be >= 0, got {self.lambda_orth}")
 
     def check_against(self, hidden_size: int) -> None:
-        bad = [r for r in self.ranks if r > hidden_size]
-        require(not bad, "ranks", f"rank {bad[0]} exceeds the base's hidden size {hidden_size}")
+        too_big = max(self.ranks)
+        require(too_big <= hidden_size, "ranks", f"rank {too_big} exceeds the base's hidden size {hidden_size}")
 
 
 def phase_index(steps: Tensor, num_steps: int, boundaries: list[float]) -> Tensor:
@@ -107,15 +108,18 @@ class PhaseBank(nn.Module):
 class TrajectoryAdapter(nn.Module):
     """Timestep embedding, instruction encoder and the three phase banks."""
 
-    def __init__(self, cfg: TrajectoryConfig, hidden: int, vocab_size: int, num_steps: int):
+    def __init__(self, cfg: TrajectoryConfig, hidden: int, vocab_size: int, num_steps: int, heads: int = 12):
         super().__init__()
         cfg.check_against(hidden)
+        heads = cfg.encoder_heads or heads
+        if cfg.encoder == "separate":
+            require(hidden % heads == 0, "encoder_heads", f"{heads} heads do not divide the hidden size {hidden}")
         self.cfg, self.num_steps = cfg, num_steps
         self.time_embedding = TimestepEmbedding(num_steps, cfg.time_dim)
         if cfg.encoder == "trunk":
             self.encoder = TrunkPoolEncoder(hidden, cfg.cond_dim)
         else:
-            self.encoder = SeparateEncoder(vocab_size, hidden, cfg.cond_dim, cfg.encoder_layers, cfg.encoder_heads)
+            self.encoder = SeparateEncoder(vocab_size, hidden, cfg.cond_dim, cfg.encoder_layers, heads)
         self.banks = nn.ModuleList(
             PhaseBank(hidden, cfg.time_dim, cfg.cond_dim, r, cfg.num_modules) for r in cfg.ranks
         )
@@ -153,9 +157,12 @@ class TrajectoryAdapter(nn.Module):
         return {"rank": rank, "orth": orth}
 
 
-def nuclear_norm(w: Tensor) -> Tensor:
-    """||W||_* = sum of singular values (``svdvals`` has a well-defined gradient)."""
-    return torch.linalg.svdvals(w.float()).sum()
+def nuclear_norm(w: Tensor, eps: float = 1e-10) -> Tensor:
+    """||W||_* = sum_i s_i, the sum of singular values. Its gradient is sum_i u_i v_i^T over the
+    non-zero s_i: at a rank-deficient W (such as the zero-initialised W_A) the zero singular
+    values contribute the minimum-norm subgradient 0 instead of an arbitrary u v^T."""
+    s = torch.linalg.svdvals(w.float())
+    return torch.where(s > eps, s, torch.zeros_like(s)).sum()
 
 
 def orthogonality(mats) -> Tensor:
@@ -179,8 +186,9 @@ class TrajectoryModel(nn.Module):
         self.backbone = backbone
         for p in backbone.parameters():
             p.requires_grad_(False)
+        heads = getattr(backbone.mlm.config, "num_attention_heads", None) or getattr(backbone.mlm.config, "n_heads", 12)
         self.adapter = TrajectoryAdapter(cfg, backbone.hidden_size, backbone.vocab_size,
-                                         backbone.diffusion.num_steps)
+                                         backbone.diffusion.num_steps, heads)
         self.cfg = cfg
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor, select: Tensor | None = None,

@@ -1,0 +1,129 @@
+"""Saving and loading trained methods, tied to the exact base they were trained on.
+
+A saved adapter is a directory with ``adapter_config.json`` (method, its config, T, dims and
+the base's fingerprint: its config plus a SHA-256 of its weights) and
+``adapter_model.safetensors`` holding only the trained tensors. Full fine-tuning saves the
+whole model in Hugging Face format instead (``hub.save_base``) plus the same JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..backbone import DiffusionLM, unwrap_backbone
+from ..config import to_dict
+from ..hub import load_base, save_base
+from ..utils.io import atomic_directory
+from .registry import apply_method, method_config
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+class AdapterError(RuntimeError):
+    """An adapter cannot be read or does not belong to this base."""
+
+
+def base_fingerprint(backbone: DiffusionLM) -> dict[str, Any]:
+    """Identity of a base: architecture, sizes, and a SHA-256 over its weights (by name)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    cfg = backbone.mlm.config
+    return {
+        "model_type": cfg.model_type,
+        "hidden_size": backbone.hidden_size,
+        "vocab_size": backbone.vocab_size,
+        "num_layers": int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layers", 0)),
+        "weights_sha256": digest.hexdigest(),
+    }
+
+
+def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_method(model: torch.nn.Module, directory: str | Path, fingerprint: dict[str, Any] | None = None,
+                extra: dict[str, Any] | None = None) -> Path:
+    """Save what the method trained (atomically). ``fingerprint`` is the base's identity taken
+    before training; it defaults to the current backbone's."""
+    backbone = unwrap_backbone(model)
+    meta = {
+        "method": model.method,
+        "config": to_dict(model.cfg),
+        "num_steps": backbone.diffusion.num_steps,
+        "diffusion": to_dict(backbone.diffusion),
+        "base_fingerprint": fingerprint or base_fingerprint(backbone),
+        "base_source": getattr(backbone, "source", None),
+        **(extra or {}),
+    }
+    directory = Path(directory)
+    with atomic_directory(directory) as tmp:
+        if model.method == "full":
+            save_base(backbone, tmp)
+        else:
+            save_file(trained_state(model), str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def read_adapter_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AdapterError(f"no {CONFIG_FILE} in {directory}") from None
+    except json.JSONDecodeError as err:
+        raise AdapterError(f"{path}: unreadable JSON: {err}") from None
+
+
+def check_base(saved: dict[str, Any], backbone: DiffusionLM, directory: Path) -> None:
+    """Refuse a base other than the one the adapter was trained on, naming both."""
+    current = base_fingerprint(backbone)
+    if saved["hidden_size"] != current["hidden_size"]:
+        raise AdapterError(
+            f"adapter {directory} was trained on a base with hidden size {saved['hidden_size']} "
+            f"({saved['model_type']}, weights {saved['weights_sha256'][:12]}); this base has hidden size "
+            f"{current['hidden_size']} ({current['model_type']}, weights {current['weights_sha256'][:12]})"
+        )
+    if saved != current:
+        raise AdapterError(
+            f"adapter {directory} belongs to another base: saved fingerprint {saved['weights_sha256'][:12]} "
+            f"({saved['model_type']}, d={saved['hidden_size']}), this base {current['weights_sha256'][:12]} "
+            f"({current['model_type']}, d={current['hidden_size']})"
+        )
+
+
+def load_method(directory: str | Path, backbone: DiffusionLM | str | None = None) -> torch.nn.Module:
+    """Rebuild a saved method on ``backbone`` (a loaded base, a base path, or the recorded
+    source). Full fine-tuning loads its own saved model."""
+    directory = Path(directory)
+    meta = read_adapter_config(directory)
+    cfg = method_config(meta["method"], meta["config"])
+    if meta["method"] == "full":
+        return apply_method("full", load_base(str(directory)), cfg)
+    if backbone is None or isinstance(backbone, str):
+        source = backbone or meta.get("base_source")
+        if not source:
+            raise AdapterError(f"adapter {directory} does not record its base: pass one")
+        backbone = load_base(source)
+    check_base(meta["base_fingerprint"], backbone, directory)
+    model = apply_method(meta["method"], backbone, cfg)
+    try:
+        state = load_file(str(directory / WEIGHTS_FILE))
+    except (OSError, SafetensorError) as err:
+        raise AdapterError(f"unreadable adapter weights {directory / WEIGHTS_FILE}: {err}") from err
+    expected = set(trained_state(model))
+    if set(state) != expected:
+        raise AdapterError(f"{directory / WEIGHTS_FILE} does not match method {meta['method']!r} "
+                           f"(missing {sorted(expected - set(state))[:3]}, extra {sorted(set(state) - expected)[:3]})")
+    model.load_state_dict(state, strict=False)
+    return model.eval()

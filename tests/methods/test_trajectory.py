@@ -1,0 +1,156 @@
+import pytest
+import torch
+
+from lora_diffusion.config import ConfigError
+from lora_diffusion.methods import TrajectoryConfig, apply_method
+from lora_diffusion.methods.trajectory import nuclear_norm, orthogonality, phase_index
+from lora_diffusion.objective import DiffusionObjective
+from lora_diffusion.testing import tiny_backbone
+
+SMALL = dict(ranks=[8, 4, 2], time_dim=16, cond_dim=12)
+
+
+def _batch(B=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    L = 12
+    ids = torch.randint(1000, 3000, (B, L), generator=g)
+    attn = torch.ones(B, L, dtype=torch.long)
+    instr = torch.zeros(B, L, dtype=torch.bool)
+    instr[:, 1:7] = True
+    gen = torch.zeros(B, L, dtype=torch.bool)
+    gen[:, 8:11] = True
+    return {"input_ids": ids, "attention_mask": attn, "generate_mask": gen, "instruction_mask": instr}
+
+
+def _model(encoder="trunk", seed=0, **kw):
+    torch.manual_seed(seed)
+    return apply_method("trajectory", tiny_backbone("bert", seed=0), TrajectoryConfig(encoder=encoder, **{**SMALL, **kw}))
+
+
+def test_phase_boundaries_T100():
+    steps = torch.tensor([1, 33, 34, 66, 67, 100])
+    assert phase_index(steps, 100, [1 / 3, 2 / 3]).tolist() == [2, 2, 1, 1, 0, 0]
+
+
+def test_mixed_batch_uses_each_rows_own_bank():
+    model = _model()
+    for bank in model.adapter.banks:
+        torch.nn.init.normal_(bank.up)
+    b = _batch(B=3)
+    h = torch.randn(3, 12, 32)
+    steps = torch.tensor([90, 50, 10])
+    mixed = model.adapter.delta(h, steps, b["instruction_mask"])
+    for i in range(3):
+        alone = model.adapter.delta(h[i : i + 1], steps[i : i + 1], b["instruction_mask"][i : i + 1])
+        assert torch.allclose(mixed[i], alone[0], atol=1e-6)
+    with torch.no_grad():
+        model.adapter.banks[1].up.zero_()
+        model.adapter.banks[1].beta.bias.zero_()
+    assert torch.count_nonzero(model.adapter.delta(h, steps, b["instruction_mask"])[1]) == 0
+
+
+@pytest.mark.parametrize("encoder", ["trunk", "separate"])
+def test_identity_at_start_then_every_parameter_gets_gradient(encoder):
+    model = _model(encoder)
+    base = model.backbone
+    b = _batch()
+    steps = torch.tensor([5, 40, 70, 100])
+    sel = b["generate_mask"]
+    with torch.no_grad():
+        assert torch.equal(model(b["input_ids"], b["attention_mask"], steps, sel, b["instruction_mask"]),
+                           base(b["input_ids"], b["attention_mask"], steps, select=sel))
+    trunk_before = {n: p.clone() for n, p in base.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    x_t = torch.where(sel, torch.full_like(b["input_ids"], base.mask_token_id), b["input_ids"])
+    for it in range(2):  # every phase has a row and every response token is masked
+        opt.zero_grad()
+        logits = model(x_t, b["attention_mask"], steps, sel, b["instruction_mask"])
+        loss = torch.nn.functional.cross_entropy(logits, b["input_ids"][sel])
+        loss = loss + sum(w * v for v, w in model.regularization().values())
+        loss.backward()
+        if it == 0:
+            opt.step()
+    no_grad = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or torch.count_nonzero(p.grad) == 0)]
+    assert not no_grad, f"parameters without gradient after one step: {no_grad}"
+    assert all(torch.equal(p, trunk_before[n]) for n, p in base.named_parameters())
+    assert all(not p.requires_grad for p in base.parameters())
+    _, logs = DiffusionObjective(base.diffusion)(model, b, torch.Generator().manual_seed(0))
+    assert {"reg_rank", "reg_orth", "loss_denoise"} <= logs.keys() and logs["reg_rank"] > 0
+
+
+def test_zero_init_of_both_factors_would_train_nothing():
+    """The reason W_B is random: with both factors zero, no bank weight gets any gradient."""
+    model = _model()
+    with torch.no_grad():
+        for bank in model.adapter.banks:
+            bank.down.weight.zero_()
+    b = _batch()
+    loss, _ = DiffusionObjective(model.backbone.diffusion)(model, b, torch.Generator().manual_seed(0))
+    loss.backward()
+    for bank in model.adapter.banks:
+        assert bank.up.grad is None or torch.count_nonzero(bank.up.grad) == 0
+
+
+def test_trunk_runs_without_autograd():
+    model = _model()
+    b = _batch()
+    seen = []
+    hook = model.backbone.trunk.register_forward_hook(lambda m, i, o: seen.append(o.last_hidden_state.requires_grad))
+    model(b["input_ids"], b["attention_mask"], torch.tensor([5, 40, 70, 100]), b["generate_mask"], b["instruction_mask"])
+    hook.remove()
+    assert seen == [False]
+
+
+def test_deltas_of_one_module_lie_in_rank_r_affine_space():
+    """For fixed c and phase, delta_i = W_A (gamma * ReLU(.)) + beta: affine dim <= r; k modules <= k r."""
+    model = _model(ranks=[4, 4, 4])
+    for bank in model.adapter.banks:
+        torch.nn.init.normal_(bank.up)
+        torch.nn.init.normal_(bank.beta.bias)
+    bank = model.adapter.banks[0]
+    h = torch.randn(1, 200, 32)
+    e = model.adapter.time_embedding(torch.tensor([90]))
+    c = torch.randn(1, 12)
+    outs = bank.module_outputs(h, e, c)[0]  # (200, k, D)
+    for i in range(2):
+        s = torch.linalg.svdvals(outs[:, i] - outs[:, i].mean(0))
+        assert int((s > 1e-4 * s[0]).sum()) <= 4
+    s = torch.linalg.svdvals(outs.sum(1) - outs.sum(1).mean(0))
+    assert int((s > 1e-4 * s[0]).sum()) <= 8
+
+
+def test_regularisers_by_hand():
+    a = torch.tensor([[3.0, 0.0], [0.0, 4.0]])
+    assert nuclear_norm(a).item() == pytest.approx(7.0)
+    assert nuclear_norm(torch.tensor([[1.0, 1.0], [1.0, 1.0]])).item() == pytest.approx(2.0)
+    a1 = torch.tensor([[1.0], [0.0]])
+    a2 = torch.tensor([[1.0], [2.0]])
+    # ordered pairs: (1,2) and (2,1), each ||a1^T a2||_F^2 = 1
+    assert orthogonality([a1, a2]).item() == pytest.approx(2.0)
+    assert orthogonality([a1, torch.tensor([[0.0], [5.0]])]).item() == 0.0
+    w = torch.zeros(3, 2, requires_grad=True)
+    nuclear_norm(w).backward()
+    assert torch.isfinite(w.grad).all()
+
+
+def test_parameter_count_closed_formula():
+    D, dt, C, k, F = 32, 16, 12, 2, 128
+    ranks = [8, 4, 2]
+    model = _model()
+    banks = sum((D + dt) * k * r + k * D * r + (C + 1) * k * r + (C + 1) * k * D for r in ranks)
+    time = F * dt + dt + dt * dt + dt
+    encoder = D * C + C + C * C + C
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == banks + time + encoder
+    model_t100 = _model()
+    assert sum(p.numel() for p in model_t100.adapter.parameters()) == banks + time + encoder
+
+
+def test_bad_trajectory_configs_name_the_field():
+    for kw, field in [(dict(ranks=[8, 4]), "ranks"), (dict(ranks=[0, 4, 2]), "ranks"),
+                      (dict(num_modules=0), "num_modules"), (dict(boundaries=[0.7, 0.3]), "boundaries"),
+                      (dict(encoder="bogus"), "encoder"), (dict(sigmas=[1, -1, 0]), "sigmas")]:
+        with pytest.raises(ConfigError, match=field):
+            TrajectoryConfig(**kw)
+    with pytest.raises(ConfigError, match="hidden size 32"):
+        _model(ranks=[64, 8, 8])
