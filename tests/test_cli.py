@@ -48,3 +48,15 @@ def test_plot_writes_png(tmp_path):
     out = tmp_path / "curve.png"
     assert main(["plot", "--history", str(hist), "--output", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_methods_and_params(tmp_path, capsys):
+    assert main(["methods"]) == 0
+    assert "trajectory" in capsys.readouterr().out
+    save_base(tiny_backbone("bert"), tmp_path / "base")
+    assert main(["params", "--method", "trajectory", "--base", str(tmp_path / "base"),
+                 "--set", "method_options.ranks=[8,4,2]", "--set", "method_options.cond_dim=16"]) == 0
+    out = capsys.readouterr().out
+    assert "adapter banks" in out and "instruction encoder" in out
+    assert main(["finetune", "--method", "nope"]) == 2
+    assert "registered: ['full', 'trajectory']" in capsys.readouterr().err

@@ -79,6 +79,13 @@ def _rank_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _params_parser(sub) -> None:
+    p = sub.add_parser("params", help="trainable-parameter accounting of a method on a base")
+    _common(p)
+    p.add_argument("--method", default="trajectory")
+    p.add_argument("--base", default="minilm", help="a base, or 'bert-base' for a random bert-base-shaped model")
+
+
 def _plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="PNG of a run's training loss and validation curve")
     p.add_argument("--history", required=True, help="training_history.json of a run")
@@ -95,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plot_parser(sub)
     _finetune_parser(sub)
     _rank_parser(sub)
+    _params_parser(sub)
     sub.add_parser("methods", help="list the registered methods")
     return parser
 
@@ -191,6 +199,26 @@ def cmd_analyze_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    from .hub import load_base
+    from .methods import apply_method, method_config
+    from .methods.accounting import format_accounting, parameter_accounting
+
+    if args.base == "bert-base":
+        from transformers import BertConfig, BertForMaskedLM
+
+        from .backbone import DiffusionLM
+        from .testing import packaged_tokenizer
+
+        backbone = DiffusionLM(BertForMaskedLM(BertConfig()), packaged_tokenizer())
+    else:
+        backbone = load_base(args.base)
+    options = {k.split(".", 1)[1]: v for k, v in load_pairs(args.overrides).items() if k.startswith("method_options.")}
+    model = apply_method(args.method, backbone, method_config(args.method, options))
+    print(format_accounting(parameter_accounting(model)))
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .methods import get_method, registered_methods
 
@@ -219,7 +247,7 @@ def load_pairs(pairs: list[str]) -> dict[str, object]:
 
 
 COMMANDS = {"pretrain": cmd_pretrain, "eval-base": cmd_eval_base, "demo": cmd_demo, "plot": cmd_plot,
-            "finetune": cmd_finetune, "analyze-rank": cmd_analyze_rank, "methods": cmd_methods}
+            "finetune": cmd_finetune, "analyze-rank": cmd_analyze_rank, "methods": cmd_methods, "params": cmd_params}
 
 
 def main(argv: list[str] | None = None) -> int:
