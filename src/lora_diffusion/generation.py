@@ -34,8 +34,12 @@ def generate(
     instr = None if instr is None else instr.to(device).bool()
     extra = {"perturb": perturb} if perturb is not None else {}
 
-    def denoise(x_t, steps, select):
-        return model(x_t, attn, steps, select=select, instruction_mask=instr, **extra)
+    def denoise(x_t, steps, select, rows=None):
+        a, i = attn, instr
+        if rows is not None and rows.numel() < x_t.shape[0]:  # only rows that need logits
+            x_t, steps, select, a = x_t[rows], steps[rows], select[rows], attn[rows]
+            i = None if instr is None else instr[rows]
+        return model(x_t, a, steps, select=select, instruction_mask=i, **extra)
 
     return sample(
         denoise, batch["input_ids"].to(device), batch["generate_mask"].to(device).bool(),

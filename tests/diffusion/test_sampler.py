@@ -10,9 +10,9 @@ MASK, V = 3, 11
 def fixed_denoise(log=None):
     """A model whose prediction depends on position only: token 4 + (pos % 5)."""
 
-    def denoise(x, steps, select):
+    def denoise(x, steps, select, rows=None):
         if log is not None:
-            log.append((int(steps[0]), int(select.sum())))
+            log.append((int(steps[0]), int((x == MASK).sum())))
         pos = select.nonzero()[:, 1]
         logits = torch.full((pos.shape[0], V), -5.0)
         logits[torch.arange(pos.shape[0]), 4 + pos % 5] = 5.0
@@ -43,7 +43,7 @@ def test_no_mask_left_prompt_kept_and_seeded(strategy, block):
 def test_same_seed_same_output_different_seed_differs_with_temperature():
     x, gen = _inputs(B=8, resp=16)
 
-    def noisy(x_t, steps, select):
+    def noisy(x_t, steps, select, rows=None):
         return torch.zeros(int(select.sum()), V)  # uniform: samples depend only on the RNG
 
     cfg = SamplerConfig(num_steps=10, temperature=1.0)
@@ -77,13 +77,27 @@ def test_low_confidence_reveals_the_scheduled_count():
     assert [still for _, still in log] == [B * 2 * s for s in range(T, 0, -1)]
 
 
+def test_ancestral_asks_only_for_revealed_positions_of_revealing_rows():
+    calls = []
+
+    def denoise(x, steps, select, rows=None):
+        calls.append((int(select.sum()), rows.tolist()))
+        assert set(select.any(1).nonzero().squeeze(1).tolist()) == set(rows.tolist())
+        return fixed_denoise()(x, steps, select)
+
+    x, gen = _inputs(B=6, prompt=2, resp=1)
+    sample(denoise, x, gen, MASK, get_schedule("linear"), SamplerConfig(num_steps=50), torch.Generator().manual_seed(0))
+    assert sum(n for n, _ in calls) == 6  # one response token per row: each row is computed once
+    assert sum(len(r) for _, r in calls) == 6
+
+
 def test_blocks_fill_left_to_right():
     x, gen = _inputs(B=1, prompt=2, resp=6)
     seen = []
 
-    def denoise(x_t, steps, select):
+    def denoise(x_t, steps, select, rows=None):
         seen.append(x_t.clone())
-        return fixed_denoise()(x_t, steps, select)
+        return fixed_denoise()(x_t, steps, select, rows)
 
     sample(denoise, x, gen, MASK, get_schedule("linear"), SamplerConfig(num_steps=6, block_length=3),
            torch.Generator().manual_seed(0))

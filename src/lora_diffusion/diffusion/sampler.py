@@ -6,8 +6,12 @@ from the model's prediction at step s. p_1 = 1, so nothing stays masked. Alterna
 LLaDA's low-confidence remasking (reveal the most confident predictions, as many per step
 as the schedule expects) and semi-autoregressive blocks (left to right, each its own run).
 
-The model is a callable ``denoise(x_t (B, L), steps (B,), select (B, L)) -> logits (N, V)``;
-the method hook on h_t lives inside it (``DiffusionLM.forward(..., perturb=...)``).
+The model is a callable ``denoise(x_t (B, L), steps (B,), select (B, L), rows) -> logits (N, V)``
+giving logits at the ``select`` positions (in ``select.nonzero()`` order); ``rows`` (R,) lists
+the only rows that have such positions, so the trunk can skip every other row (None: all).
+The method hook on h_t lives inside it (``DiffusionLM.forward(..., perturb=...)``).
+Ancestral sampling asks only for the positions being revealed at this step, from the rows
+that reveal something: each row runs the trunk at most once per reveal step.
 All randomness comes from one ``torch.Generator``: same seed, same output.
 """
 
@@ -22,7 +26,7 @@ import torch
 from .schedules import Schedule, alpha_at_step, unmask_probability
 
 Tensor = torch.Tensor
-Denoise = Callable[[Tensor, Tensor, Tensor], Tensor]
+Denoise = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
 STRATEGIES = ("ancestral", "low_confidence")
 
 
@@ -125,10 +129,11 @@ def _ancestral_step(denoise, x, still, s, local_steps, t, schedule, cfg, generat
     if not reveal.any():
         return x
     steps = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-    logits = denoise(x, steps, still)  # (N_still, V), rows in still.nonzero() order
+    rows = reveal.any(1).nonzero().squeeze(1)
+    logits = denoise(x, steps, reveal, rows)  # (N_reveal, V) in reveal.nonzero() order
     tokens, _ = draw_tokens(logits, cfg, generator)
     new = x.clone()
-    new[still] = torch.where(reveal[still], tokens, x[still])
+    new[reveal] = tokens
     return new
 
 
@@ -136,7 +141,7 @@ def _confidence_step(denoise, x, still, active, s, local_steps, t, schedule, cfg
     """LLaDA low-confidence remasking: predict every masked position, keep the ``quota`` most
     confident predictions per row and leave the rest masked."""
     steps = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-    logits = denoise(x, steps, still)
+    logits = denoise(x, steps, still, still.any(1).nonzero().squeeze(1))
     tokens, conf = draw_tokens(logits, cfg, generator)
     score = torch.full(x.shape, float("-inf"), device=x.device)
     score[still] = conf
