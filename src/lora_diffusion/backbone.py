@@ -100,7 +100,10 @@ class DiffusionLM(nn.Module):
 
     # ---------------------------------------------------------------------------- forward
     def trunk_trainable(self) -> bool:
-        """Whether any trunk (or time-embedding) parameter is trained."""
+        """Whether gradients must flow through the trunk: a trunk (or time-embedding) parameter
+        is trained, or a method that lives inside the trunk says so (``needs_trunk_grad``)."""
+        if getattr(self, "needs_trunk_grad", False):
+            return True
         return any(p.requires_grad for p in self.trunk.parameters()) or (
             self.time_embedding is not None and any(p.requires_grad for p in self.time_embedding.parameters())
         )

@@ -3,7 +3,8 @@
 A saved adapter is a directory with ``adapter_config.json`` (method, its config, T, dims and
 the base's fingerprint: its config plus a SHA-256 of its weights) and
 ``adapter_model.safetensors`` holding only the trained tensors. Full fine-tuning saves the
-whole model in Hugging Face format instead (``hub.save_base``) plus the same JSON.
+whole model in Hugging Face format in ``model/`` instead (``hub.save_base``); weight LoRA
+also writes peft's own format to ``peft/`` (``PeftModel.from_pretrained`` reads it).
 """
 
 from __future__ import annotations
@@ -68,9 +69,11 @@ def save_method(model: torch.nn.Module, directory: str | Path, fingerprint: dict
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
         if model.method == "full":
-            save_base(backbone, tmp)
+            save_base(backbone, tmp / "model")
         else:
             save_file(trained_state(model), str(tmp / WEIGHTS_FILE))
+        if hasattr(model, "save_peft"):
+            model.save_peft(tmp / "peft")
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     return directory
 
@@ -109,7 +112,7 @@ def load_method(directory: str | Path, backbone: DiffusionLM | str | None = None
     meta = read_adapter_config(directory)
     cfg = method_config(meta["method"], meta["config"])
     if meta["method"] == "full":
-        return apply_method("full", load_base(str(directory)), cfg)
+        return apply_method("full", load_base(str(directory / "model")), cfg).eval()
     if backbone is None or isinstance(backbone, str):
         source = backbone or meta.get("base_source")
         if not source:

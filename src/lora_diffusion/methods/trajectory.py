@@ -134,12 +134,14 @@ class TrajectoryAdapter(nn.Module):
               input_ids: Tensor | None = None) -> Tensor:
         """delta_t = sigma(t) sum_i g_i(h_t, t, c), each row through the bank of its own phase."""
         phase, e, c = self.condition(h, steps, instruction_mask, input_ids)
-        out = torch.zeros_like(h)
+        parts, order = [], []
         for p, bank in enumerate(self.banks):
             rows = (phase == p).nonzero().squeeze(1)
             if rows.numel():
-                out = out.index_put((rows,), self.sigmas[p].to(h.dtype) * bank(h[rows], e[rows], c[rows]))
-        return out
+                parts.append(self.sigmas[p] * bank(h[rows], e[rows], c[rows]))
+                order.append(rows)
+        out = torch.cat(parts)  # (B, L, D) in bank order; put rows back in batch order
+        return out[torch.argsort(torch.cat(order))].to(h.dtype)
 
     def forward(self, h: Tensor, steps: Tensor, instruction_mask: Tensor | None = None,
                 input_ids: Tensor | None = None) -> Tensor:

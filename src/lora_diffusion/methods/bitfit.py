@@ -1,0 +1,34 @@
+"""BitFit (Ben Zaken et al., 2022): train only the bias terms of the base (trunk and head,
+LayerNorm biases included); every weight matrix stays frozen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..backbone import DiffusionLM
+
+
+@dataclass
+class BitFitConfig:
+    """BitFit has no options: the set of trained tensors is every ``*.bias``."""
+
+
+class BitFitModel(nn.Module):
+    method = "bitfit"
+
+    def __init__(self, backbone: DiffusionLM, cfg: BitFitConfig | None = None):
+        super().__init__()
+        self.backbone, self.cfg = backbone, cfg or BitFitConfig()
+        trained = 0
+        for name, p in backbone.named_parameters():
+            p.requires_grad_(name.endswith("bias"))
+            trained += p.requires_grad
+        if not trained:
+            raise ValueError("BitFit: this base has no bias terms to train")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor,
+                select: torch.Tensor | None = None, instruction_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.backbone(input_ids, attention_mask, steps, select=select)
