@@ -54,9 +54,11 @@ def finetune(
         progress=progress,
     )
     summary = trainer.fit(resume=resume)
-    saved = save_method(model, out / "adapter", fingerprint)
-    summary["accounting"] = parameter_accounting(model, saved)
-    atomic_write_json(out / "training_summary.json", summary)
+    if trainer.accelerator.is_main_process:  # one writer under DDP
+        saved = save_method(trainer.unwrapped, out / "adapter", fingerprint)
+        summary["accounting"] = parameter_accounting(trainer.unwrapped, saved)
+        atomic_write_json(out / "training_summary.json", summary)
+    trainer.accelerator.wait_for_everyone()
     return summary
 
 

@@ -3,6 +3,7 @@ training it (all weights) with the diffusion loss on a text corpus, through the 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,9 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = Tru
         "saved_to": str(out / "model"),
         **provenance(cfg.train.seed),
     }
-    import json
-
-    save_base(trainer.unwrapped, out / "model", extra_files={"pretrain_summary.json": json.dumps(result, indent=2, default=str)})
-    atomic_write_json(out / "pretrain_summary.json", result)
+    if trainer.accelerator.is_main_process:  # one writer under DDP
+        save_base(trainer.unwrapped, out / "model",
+                  extra_files={"pretrain_summary.json": json.dumps(result, indent=2, default=str)})
+        atomic_write_json(out / "pretrain_summary.json", result)
+    trainer.accelerator.wait_for_everyone()
     return result

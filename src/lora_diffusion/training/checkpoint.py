@@ -4,7 +4,7 @@ each tensor in safetensors, written atomically (temp dir + rename), a bounded nu
 Layout of ``<output>/checkpoints/step-000123/``:
   trainable.safetensors   trainable parameters by name
   optimizer.safetensors   flattened optimiser state ("state.<idx>.<key>")
-  rng.safetensors         torch CPU (+ CUDA) and masking-generator states
+  rng.safetensors         torch CPU (+ CUDA) RNG states (dropout)
   state.json              step, scheduler, optimiser param groups, python/numpy RNG, identity
 """
 
@@ -64,14 +64,13 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
     identity: dict[str, Any],
     keep: int,
 ) -> Path:
     """Write checkpoint ``step`` atomically under ``root`` and prune to the newest ``keep``."""
     target = root / f"step-{step:07d}"
     opt_tensors, opt_meta = _flatten_optimizer(optimizer)
-    rng = {"torch_cpu": torch.get_rng_state(), "generator": generator.get_state()}
+    rng = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
@@ -106,7 +105,6 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
     identity: dict[str, Any],
 ) -> int:
     """Restore everything saved by ``save_checkpoint``; return the step. A checkpoint of another
@@ -135,7 +133,6 @@ def load_checkpoint(
     optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, state["optimizer"]))
     scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
     torch.set_rng_state(rng["torch_cpu"])
-    generator.set_state(rng["generator"])
     if torch.cuda.is_available():
         cuda = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda_"))]
         if cuda:

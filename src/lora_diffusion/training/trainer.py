@@ -56,6 +56,11 @@ def batch_indices(step: int, batch_size: int, num_items: int, seed: int) -> torc
     return torch.tensor(out)
 
 
+def noise_seed(seed: int, step: int, offset: int) -> int:
+    """Seed of the noise of the micro-batch that starts at row ``offset`` of global batch ``step``."""
+    return (seed * 1_000_003 + step) * 65_537 + offset
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -108,7 +113,6 @@ class Trainer:
             optimizer, lambda s: lr_factor(s, warmup, cfg.max_steps, cfg.min_lr_ratio)
         )
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.accelerator.process_index)
         self.history: list[dict[str, Any]] = []
         self.step = 0
 
@@ -123,7 +127,7 @@ class Trainer:
         return save_checkpoint(
             self.ckpt_root, self.step, self.unwrapped, self.optimizer.optimizer
             if hasattr(self.optimizer, "optimizer") else self.optimizer,
-            self.scheduler, self.generator, self.identity, self.cfg.keep_checkpoints,
+            self.scheduler, self.identity, self.cfg.keep_checkpoints,
         )
 
     def restore(self) -> bool:
@@ -133,7 +137,7 @@ class Trainer:
         if not found:
             return False
         opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
-        self.step = load_checkpoint(found[-1], self.unwrapped, opt, self.scheduler, self.generator, self.identity)
+        self.step = load_checkpoint(found[-1], self.unwrapped, opt, self.scheduler, self.identity)
         hist_path = self.output_dir / "training_history.json"
         if hist_path.is_file():
             import json
@@ -142,30 +146,38 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------------------- loop
-    def _micro_batches(self) -> list[dict[str, torch.Tensor]]:
+    def _micro_batches(self) -> list[tuple[dict[str, torch.Tensor], torch.Generator]]:
+        """This process's micro-batches of the global batch, each with the generator of its
+        noise (timesteps, masks). The generator is seeded by (seed, step, the micro-batch's
+        offset in the global batch), so the noise of a row does not depend on the number of
+        processes, and a resumed run draws exactly what an uninterrupted one would."""
         acc = self.accelerator
         idx = batch_indices(self.step, self.cfg.batch_size, len(self.data), self.cfg.seed)
+        per_process = self.cfg.batch_size // acc.num_processes
         local = idx.view(acc.num_processes, -1)[acc.process_index]
         out = []
-        for chunk in local.view(self.accum, -1):
+        for j, chunk in enumerate(local.view(self.accum, -1)):
+            offset = acc.process_index * per_process + j * chunk.numel()
+            gen = torch.Generator().manual_seed(noise_seed(self.cfg.seed, self.step, offset))
             batch = self.collate([self.data[int(i)] for i in chunk])
-            out.append({k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()})
+            out.append(({k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}, gen))
         return out
 
     def _train_step(self) -> dict[str, float]:
         self.model.train()
         logs: dict[str, float] = {}
         batches = self._micro_batches()
-        for i, batch in enumerate(batches):
+        for i, (batch, gen) in enumerate(batches):
             last = i == len(batches) - 1
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
                 with self.accelerator.autocast():
-                    loss, extra = self.objective(self.model, batch, self.generator)
+                    loss, extra = self.objective(self.model, batch, gen)
                 self._check_finite(loss)
                 self.accelerator.backward(loss / len(batches))
             logs["loss"] = logs.get("loss", 0.0) + loss.item() / len(batches)
             for k, v in extra.items():
                 logs[k] = logs.get(k, 0.0) + (v if k == "tokens" else v / len(batches))
+        logs = self._reduce(logs)
         grad_norm = self.accelerator.clip_grad_norm_(
             [p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm
         )
@@ -175,6 +187,18 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         logs["grad_norm"] = float(grad_norm)
         return logs
+
+    def _reduce(self, logs: dict[str, float]) -> dict[str, float]:
+        """Average the logged values over processes (token counts are summed)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return logs
+        keys = sorted(logs)
+        values = acc.reduce(torch.tensor([logs[k] for k in keys], device=acc.device), reduction="mean")
+        out = dict(zip(keys, values.tolist()))
+        if "tokens" in out:
+            out["tokens"] *= acc.num_processes
+        return out
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
@@ -199,7 +223,7 @@ class Trainer:
             times.append(dt)
             self.step += 1
             bar.update(1)
-            tok_s = logs.get("tokens", 0.0) * self.accelerator.num_processes / dt
+            tok_s = logs.get("tokens", 0.0) / dt
             bar.set_postfix(loss=f"{logs['loss']:.4f}", tok_s=f"{tok_s:.0f}")
             if cfg.log_every and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
                 self.log({**logs, "step": self.step, "time_per_step": dt, "tokens_per_s": tok_s})
