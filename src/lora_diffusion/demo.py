@@ -79,7 +79,7 @@ def run_demo(base: str | None = None, output_dir: str | None = None, steps: int 
     print(f"[demo] untuned base: generation accuracy {before['accuracy']:.3f} "
           f"(valid label words {before['valid_label_rate']:.3f})")
 
-    model, fingerprint = build_method_model(model, DEMO_METHOD, DEMO_METHOD_OPTIONS)
+    model, fingerprint = build_method_model(model, DEMO_METHOD, DEMO_METHOD_OPTIONS, seed=seed)
     cfg = TrainConfig(max_steps=steps or DEMO_FINETUNE_STEPS, lr=DEMO_LR, warmup_steps=15, batch_size=16,
                       micro_batch_size=16, save_every=0, log_every=10, seed=seed)
     summary = finetune(model, train, cfg, out, fingerprint, run_config={"base": base_path})

@@ -20,12 +20,13 @@ from .methods.persistence import base_fingerprint, save_method
 from .objective import DiffusionObjective
 from .training.trainer import Trainer
 from .utils.io import atomic_write_json
-from .utils.repro import provenance
+from .utils.repro import provenance, seed_everything
 
 
-def build_method_model(backbone: DiffusionLM, method: str, options: dict[str, Any] | None = None):
-    """(method model, fingerprint of the untouched base)."""
+def build_method_model(backbone: DiffusionLM, method: str, options: dict[str, Any] | None = None, seed: int = 0):
+    """(method model, fingerprint of the untouched base); the method's initialisation is seeded."""
     fingerprint = base_fingerprint(backbone)
+    seed_everything(seed)
     model = apply_method(method, backbone, method_config(method, options))
     return model, fingerprint
 
@@ -93,7 +94,7 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
     backbone = load_base(cfg.base)
     train = encode_examples(train_rows[: cfg.max_train_rows or None], SST2, backbone.tokenizer, cfg.max_len)
     dev = encode_examples(dev_rows[: cfg.eval_rows or None], SST2, backbone.tokenizer, cfg.max_len)
-    model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options)
+    model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options, seed=cfg.train.seed)
     summary = finetune(model, train, cfg.train, cfg.output_dir, fingerprint, resume=resume, progress=progress,
                        run_config=to_dict(cfg))
     result = {"config": to_dict(cfg), "train_rows": len(train), "train_truncated": train.truncated,
