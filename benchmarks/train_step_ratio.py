@@ -21,7 +21,12 @@ from pathlib import Path
 def one_method(base: str, method: str, batch: int, max_len: int, steps: int, warmup: int) -> dict:
     import torch
 
-    from lora_diffusion.data.classification import SST2, encode_examples, pad_collate, read_labelled_tsv
+    from lora_diffusion.data.classification import (
+        SST2,
+        encode_examples,
+        pad_collate,
+        read_labelled_tsv,
+    )
     from lora_diffusion.demo import resource as packaged
     from lora_diffusion.finetune import build_method_model
     from lora_diffusion.hub import load_base
@@ -91,7 +96,7 @@ def main() -> None:
                    "trainable_parameters": rs[0]["trainable_parameters"]} for m, rs in runs.items()}
     ref = summary.get("full")
     if ref:
-        for m, s in summary.items():
+        for s in summary.values():
             s["step_time_vs_full"] = s["median_step_s"] / ref["median_step_s"]
             s["peak_rss_vs_full"] = s["peak_rss_mb"] / ref["peak_rss_mb"]
             s["training_memory_vs_full"] = (s["peak_rss_mb"] - s["rss_after_load_mb"]) / max(

@@ -21,11 +21,11 @@ def test_missing_corpus_fails_before_loading_anything(capsys, tmp_path):
 def test_demo_end_to_end_on_tiny_base(tmp_path, capsys):
     save_base(tiny_backbone("bert"), tmp_path / "base")
     rc = main(["demo", "--base", str(tmp_path / "base"), "--output-dir", str(tmp_path / "demo"),
-               "--steps", "2", "--eval-limit", "8"])
+               "--steps", "2", "--eval-limit", "8", "--set", "method_options.ranks=[8,4,2]"])
     assert rc == 0
     summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
     assert summary["steps"] == 2 and summary["dev_rows"] == 8 and "git_commit" in summary
-    assert 0.0 <= summary["tuned"]["accuracy"] <= 1.0
+    assert 0.0 <= summary["tuned"]["accuracy"] <= 1.0 and summary["method"] == "trajectory"
     assert "generation accuracy" in capsys.readouterr().out
 
 
@@ -59,4 +59,4 @@ def test_methods_and_params(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "adapter banks" in out and "instruction encoder" in out
     assert main(["finetune", "--method", "nope"]) == 2
-    assert "registered: ['full', 'trajectory']" in capsys.readouterr().err
+    assert "registered: ['adapter', 'bitfit', 'full', 'lora', 'prefix', 'trajectory']" in capsys.readouterr().err

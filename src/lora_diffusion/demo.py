@@ -29,7 +29,7 @@ from .utils.repro import provenance
 log = logging.getLogger(__name__)
 
 DEMO_PRETRAIN_STEPS = 120
-DEMO_FINETUNE_STEPS = 150
+DEMO_FINETUNE_STEPS = 600
 DEMO_METHOD = "trajectory"
 DEMO_METHOD_OPTIONS: dict[str, Any] = {}  # the paper's defaults: ranks 64/32/8, k = 2, FiLM on the trunk
 DEMO_LR = 1e-3
@@ -65,7 +65,7 @@ def resolve_demo_base(base: str | None) -> tuple[str, str]:
 
 
 def run_demo(base: str | None = None, output_dir: str | None = None, steps: int | None = None,
-             seed: int = 0, eval_limit: int = 0) -> dict[str, Any]:
+             seed: int = 0, eval_limit: int = 0, method_options: dict[str, Any] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     out = Path(output_dir or "runs/demo")
     base_path, base_note = resolve_demo_base(base)
@@ -79,7 +79,7 @@ def run_demo(base: str | None = None, output_dir: str | None = None, steps: int 
     print(f"[demo] untuned base: generation accuracy {before['accuracy']:.3f} "
           f"(valid label words {before['valid_label_rate']:.3f})")
 
-    model, fingerprint = build_method_model(model, DEMO_METHOD, DEMO_METHOD_OPTIONS, seed=seed)
+    model, fingerprint = build_method_model(model, DEMO_METHOD, {**DEMO_METHOD_OPTIONS, **(method_options or {})}, seed=seed)
     cfg = TrainConfig(max_steps=steps or DEMO_FINETUNE_STEPS, lr=DEMO_LR, warmup_steps=15, batch_size=16,
                       micro_batch_size=16, save_every=0, log_every=10, seed=seed)
     summary = finetune(model, train, cfg, out, fingerprint, run_config={"base": base_path})

@@ -19,7 +19,7 @@ def _sst2(tokenizer, n):
     return encode_examples(read_labelled_tsv(resource("sst2_train_sample.tsv"), {0, 1})[:n], SST2, tokenizer, 32)
 
 
-def _trained(tmp_path, steps=25):
+def _trained(tmp_path, steps=60):
     base = tiny_backbone("bert", seed=0)
     model, fp = build_method_model(base, "trajectory", SMALL)
     cfg = TrainConfig(max_steps=steps, lr=1e-2, warmup_steps=0, batch_size=16, micro_batch_size=16,
