@@ -69,6 +69,7 @@ class TrainConfig:
     eval_every: int = 0
     save_every: int = 200
     keep_checkpoints: int = 2
+    tensorboard: bool = False  # also write TensorBoard event files to <output>/tensorboard
 
     def __post_init__(self) -> None:
         require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")

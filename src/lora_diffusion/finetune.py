@@ -18,6 +18,7 @@ from .methods import apply_method, method_config
 from .methods.accounting import parameter_accounting
 from .methods.persistence import base_fingerprint, save_method
 from .objective import DiffusionObjective
+from .training.checkpoint import list_checkpoints
 from .training.trainer import Trainer
 from .utils.io import atomic_write_json
 from .utils.repro import provenance, seed_everything
@@ -46,6 +47,9 @@ def finetune(
     trained tensors to ``<output_dir>/adapter`` and return the training summary with the
     parameter accounting."""
     out = Path(output_dir)
+    if list_checkpoints(out / "checkpoints") and not resume:
+        raise FileExistsError(f"{out} already holds checkpoints of a run; pass --resume to continue it "
+                              "or choose another --output-dir (nothing was overwritten)")
     backbone = unwrap_backbone(model)
     trainer = Trainer(
         model, DiffusionObjective(backbone.diffusion), train_data, cfg, out,

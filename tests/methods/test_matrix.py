@@ -143,3 +143,14 @@ def test_bad_options_name_the_field(name, options, field):
 def test_unknown_method_lists_registered():
     with pytest.raises(ConfigError, match="registered"):
         method_config("dora")
+
+
+def test_percent_of_base_uses_the_base_before_injection(tmp_path):
+    from lora_diffusion.methods.accounting import parameter_accounting
+
+    base_count = sum(p.numel() for p in tiny_backbone("bert", seed=0).parameters())
+    model = _model("adapter")
+    acc = parameter_accounting(model, save_method(model, tmp_path / "a", base_fingerprint(model.backbone)))
+    assert acc["base_parameters"] == base_count
+    assert acc["percent_of_base"] == pytest.approx(100 * _expected_count("adapter") / base_count)
+    assert acc["bytes_on_disk"] > 4 * _expected_count("adapter")

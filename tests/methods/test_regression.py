@@ -36,3 +36,45 @@ def run_method(name, out):
 @pytest.mark.parametrize("name", sorted(RECORDED))
 def test_expected_losses(name, tmp_path):
     assert run_method(name, tmp_path) == pytest.approx(RECORDED[name], rel=1e-4)
+
+
+def _cfg(steps):
+    return TrainConfig(max_steps=steps, lr=1e-2, warmup_steps=0, batch_size=8, micro_batch_size=4, save_every=2,
+                       log_every=1, seed=0)
+
+
+def test_finetune_resume_bit_identical_and_other_method_refused(tmp_path):
+    from safetensors.torch import load_file
+
+    import lora_diffusion.training.trainer as tr
+    from lora_diffusion.training.checkpoint import CheckpointError
+
+    base = tiny_backbone("bert", seed=0)
+    data = encode_examples(read_labelled_tsv(resource("sst2_train_sample.tsv"), {0, 1})[:32], SST2, base.tokenizer, 32)
+
+    def run(out, resume=False, method="trajectory"):
+        model, fp = build_method_model(tiny_backbone("bert", seed=0), method, OPTIONS.get(method))
+        return finetune(model, data, _cfg(4), out, fp, resume=resume, progress=False)
+
+    run(tmp_path / "a")
+    original = tr.Trainer._train_step
+
+    def killed(self):
+        if self.step >= 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    tr.Trainer._train_step = killed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path / "b")
+    finally:
+        tr.Trainer._train_step = original
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(tmp_path / "b")
+    with pytest.raises(CheckpointError, match="method: checkpoint has 'trajectory', this run has 'lora'"):
+        run(tmp_path / "b", resume=True, method="lora")
+    run(tmp_path / "b", resume=True)
+    a = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)

@@ -127,3 +127,15 @@ def test_batch_indices_cover_each_epoch_and_depend_on_seed():
     assert sorted(idx[:10].tolist()) == list(range(10)) and sorted(idx[10:20].tolist()) == list(range(10))
     assert torch.equal(batch_indices(3, 4, 10, 0), batch_indices(3, 4, 10, 0))
     assert not torch.equal(batch_indices(0, 4, 10, 0), batch_indices(0, 4, 10, 1))
+
+
+def test_tensorboard_logs_or_clear_error(tmp_path):
+    cfg = _tiny_cfg(tmp_path, steps=2, tensorboard=True)
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="lora-diffusion\\[tensorboard\\]"):
+            run_pretrain(cfg, progress=False)
+        return
+    run_pretrain(cfg, progress=False)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))

@@ -35,7 +35,7 @@ def unique_parameters(module: torch.nn.Module) -> int:
 
 def parameter_accounting(model: torch.nn.Module, saved_dir: str | Path | None = None) -> dict[str, Any]:
     """Trainable parameters by group, total, percent of the base, and bytes on disk."""
-    base = unique_parameters(unwrap_backbone(model))
+    base = getattr(model, "base_parameters", None) or unique_parameters(unwrap_backbone(model))
     groups: dict[str, int] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -50,8 +50,12 @@ def parameter_accounting(model: torch.nn.Module, saved_dir: str | Path | None = 
         "groups": {g: {"parameters": n, "percent_of_base": 100.0 * n / base} for g, n in groups.items()},
         "fp32_bytes": 4 * trainable,
     }
-    if saved_dir is not None:
-        out["bytes_on_disk"] = sum(f.stat().st_size for f in Path(saved_dir).rglob("*") if f.is_file())
+    if saved_dir is not None:  # peft's extra copy of weight LoRA (peft/) is counted apart
+        files = [f for f in Path(saved_dir).rglob("*") if f.is_file()]
+        peft = [f for f in files if "peft" in f.relative_to(saved_dir).parts[:1]]
+        out["bytes_on_disk"] = sum(f.stat().st_size for f in files if f not in peft)
+        if peft:
+            out["peft_copy_bytes"] = sum(f.stat().st_size for f in peft)
     return out
 
 

@@ -53,4 +53,7 @@ def method_config(name: str, options: dict[str, Any] | None = None) -> Any:
 
 def apply_method(name: str, backbone: DiffusionLM, config: Any = None) -> nn.Module:
     spec = get_method(name)
-    return spec.apply(backbone, config if config is not None else spec.config_cls())
+    base_parameters = sum(p.numel() for p in backbone.parameters())  # before anything is injected
+    model = spec.apply(backbone, config if config is not None else spec.config_cls())
+    model.base_parameters = base_parameters
+    return model

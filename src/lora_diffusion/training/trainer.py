@@ -115,6 +115,7 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.history: list[dict[str, Any]] = []
         self.step = 0
+        self.tb = self._tensorboard() if cfg.tensorboard and self.accelerator.is_main_process else None
 
     # ------------------------------------------------------------------------------ state
     @property
@@ -236,8 +237,21 @@ class Trainer:
             self._save()  # the final state, so that --resume of a finished run is a no-op
         return self._summary(start_step, times, time.perf_counter() - start)
 
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError("train.tensorboard needs the tensorboard package: "
+                              "pip install 'lora-diffusion[tensorboard]'") from None
+        return SummaryWriter(str(self.output_dir / "tensorboard"))
+
     def log(self, entry: dict[str, Any]) -> None:
         self.history.append(entry)
+        if self.tb is not None:
+            for key, value in entry.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, entry["step"])
+            self.tb.flush()
         if self.accelerator.is_main_process:
             atomic_write_json(self.output_dir / "training_history.json", self.history)
 
