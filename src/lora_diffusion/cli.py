@@ -177,6 +177,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     }))
     cfg = load_config(FinetuneConfig, args.config, overrides)
     result = run_finetune(cfg, resume=args.resume, progress=not args.quiet)
+    if "dev" not in result:  # a non-main DDP process
+        return 0
     acc = result["summary"]["accounting"]
     print(json.dumps({"method": cfg.method, "dev_generation_accuracy": result["dev"]["accuracy"],
                       "trainable_parameters": acc["trainable_parameters"],

@@ -101,6 +101,10 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
     model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options, seed=cfg.train.seed)
     summary = finetune(model, train, cfg.train, cfg.output_dir, fingerprint, resume=resume, progress=progress,
                        run_config=to_dict(cfg))
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under DDP, rank 0 evaluates and writes
+        return {"summary": summary}
     result = {"config": to_dict(cfg), "train_rows": len(train), "train_truncated": train.truncated,
               "dev": generation_accuracy(model, dev, seed=cfg.train.seed), "dev_rows": len(dev),
               "summary": summary, **provenance(cfg.train.seed)}

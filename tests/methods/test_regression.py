@@ -2,8 +2,10 @@
 the one trainer reproduce recorded losses (recorded on the CPU build of torch 2.13.0)."""
 
 import json
+import math
 
 import pytest
+import torch
 
 from lora_diffusion.config import TrainConfig
 from lora_diffusion.data.classification import SST2, encode_examples, read_labelled_tsv
@@ -78,3 +80,16 @@ def test_finetune_resume_bit_identical_and_other_method_refused(tmp_path):
     a = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "b" / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", ["trajectory", "lora"])
+def test_bf16_mixed_precision_training_on_cpu(name, tmp_path):
+    base = tiny_backbone("bert", seed=0)
+    data = encode_examples(read_labelled_tsv(resource("sst2_train_sample.tsv"), {0, 1})[:16], SST2, base.tokenizer, 32)
+    model, fp = build_method_model(base, name, OPTIONS.get(name))
+    cfg = TrainConfig(max_steps=2, lr=1e-2, warmup_steps=0, batch_size=8, micro_batch_size=8, save_every=0,
+                      log_every=1, seed=0, mixed_precision="bf16")
+    finetune(model, data, cfg, tmp_path, fp, progress=False)
+    losses = [h["loss"] for h in json.loads((tmp_path / "training_history.json").read_text())]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
