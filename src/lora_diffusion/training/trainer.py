@@ -67,6 +67,15 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _allow_new_precision(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide state; several runs in one process (a study, tests)
+    may use different precisions, so drop that state (the process group is kept)."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 class Trainer:
     def __init__(
         self,
@@ -94,6 +103,7 @@ class Trainer:
         self.identity = identity or {}
         self.run_config = run_config or {}
         self.progress = progress
+        _allow_new_precision(cfg.mixed_precision)
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
         world = self.accelerator.num_processes
         if cfg.batch_size % (cfg.micro_batch_size * world):
