@@ -12,7 +12,6 @@ weight matrices.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,27 +77,3 @@ def analyze_rank(model: TrajectoryModel, data, **kw: Any) -> dict[str, Any]:
         }
     return result
 
-
-def plot_spectra(result: dict[str, Any], output: str | Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    for name, r in result.items():
-        s = torch.tensor(r["singular_values"])
-        if s.sum() > 0:
-            ax.semilogy(range(1, len(s) + 1), (s / s.sum()).numpy(),
-                        label=f"{name}: r_eff = {r['effective_rank']:.1f} (nominal {r['nominal_rank']})")
-    ax.set_xlabel("singular value index")
-    ax.set_ylabel("normalised singular value p_i")
-    ax.set_title("Spectrum of trajectory perturbations delta_t per phase")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output)
-    plt.close(fig)
-    return output

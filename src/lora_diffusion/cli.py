@@ -188,10 +188,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze_rank(args: argparse.Namespace) -> int:
-    from .analysis import analyze_rank, plot_spectra
+    from .analysis import analyze_rank
     from .data.classification import SST2, encode_examples, read_labelled_tsv
     from .demo import resource
     from .methods.persistence import load_method
+    from .plots import plot_spectra
     from .utils.io import atomic_write_json
 
     model = load_method(args.adapter, args.base)

@@ -26,6 +26,27 @@ def plot_history(history_path: str | Path, output: str | Path, title: str = "") 
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or Path(history_path).parent.name)
+    return _save(fig, output)
+
+
+def plot_spectra(result: dict, output: str | Path) -> Path:
+    """Normalised singular values of delta_t per phase (``analysis.analyze_rank`` output)."""
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for name, r in result.items():
+        s = list(r["singular_values"])
+        total = sum(s)
+        if total > 0:
+            ax.semilogy(range(1, len(s) + 1), [v / total for v in s],
+                        label=f"{name}: r_eff = {r['effective_rank']:.1f} (nominal {r['nominal_rank']})")
+    ax.set_xlabel("singular value index")
+    ax.set_ylabel("normalised singular value p_i")
+    ax.set_title("Spectrum of trajectory perturbations delta_t per phase")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, output)
+
+
+def _save(fig, output: str | Path) -> Path:
     fig.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

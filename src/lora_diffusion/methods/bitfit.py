@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
 from ..backbone import DiffusionLM
+from .base import InBackboneMethod
 
 
 @dataclass
@@ -16,7 +14,7 @@ class BitFitConfig:
     """BitFit has no options: the set of trained tensors is every ``*.bias``."""
 
 
-class BitFitModel(nn.Module):
+class BitFitModel(InBackboneMethod):
     method = "bitfit"
 
     def __init__(self, backbone: DiffusionLM, cfg: BitFitConfig | None = None):
@@ -28,7 +26,3 @@ class BitFitModel(nn.Module):
             trained += p.requires_grad
         if not trained:
             raise ValueError("BitFit: this base has no bias terms to train")
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor,
-                select: torch.Tensor | None = None, instruction_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.backbone(input_ids, attention_mask, steps, select=select)

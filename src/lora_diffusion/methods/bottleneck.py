@@ -12,6 +12,7 @@ from torch import nn
 
 from ..backbone import DiffusionLM
 from ..config import require
+from .base import InBackboneMethod
 from .targets import ADAPTER_SITES, matching_linears, targets_for
 
 
@@ -52,7 +53,7 @@ class AdaptedLinear(nn.Module):
         return self.adapter(self.linear(x))
 
 
-class BottleneckModel(nn.Module):
+class BottleneckModel(InBackboneMethod):
     method = "adapter"
 
     def __init__(self, backbone: DiffusionLM, cfg: BottleneckConfig):
@@ -67,7 +68,3 @@ class BottleneckModel(nn.Module):
             adapter = Bottleneck(linear.out_features, cfg.bottleneck, cfg.init_std).to(linear.weight.dtype)
             setattr(parent, child, AdaptedLinear(linear, adapter))
         self.num_sites = len(sites)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor,
-                select: torch.Tensor | None = None, instruction_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.backbone(input_ids, attention_mask, steps, select=select)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
 from ..backbone import DiffusionLM
+from .base import InBackboneMethod
 
 
 @dataclass
@@ -15,7 +13,7 @@ class FullConfig:
     """Full fine-tuning has no options of its own (learning rate etc. live in the trainer)."""
 
 
-class FullModel(nn.Module):
+class FullModel(InBackboneMethod):
     method = "full"
 
     def __init__(self, backbone: DiffusionLM, cfg: FullConfig | None = None):
@@ -24,7 +22,3 @@ class FullModel(nn.Module):
         self.cfg = cfg or FullConfig()
         for p in backbone.parameters():
             p.requires_grad_(True)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor,
-                select: torch.Tensor | None = None, instruction_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.backbone(input_ids, attention_mask, steps, select=select)

@@ -7,11 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from ..backbone import DiffusionLM
 from ..config import require
+from .base import InBackboneMethod
 from .targets import LORA_TARGETS, targets_for
 
 
@@ -27,7 +25,7 @@ class LoraMethodConfig:
         require(0 <= self.dropout < 1, "dropout", f"must lie in [0, 1), got {self.dropout}")
 
 
-class LoraModel(nn.Module):
+class LoraModel(InBackboneMethod):
     method = "lora"
 
     def __init__(self, backbone: DiffusionLM, cfg: LoraMethodConfig):
@@ -45,9 +43,6 @@ class LoraModel(nn.Module):
             p.requires_grad_("lora_" in name)
         self.merged = False
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor,
-                select: torch.Tensor | None = None, instruction_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.backbone(input_ids, attention_mask, steps, select=select)
 
     def merge(self) -> None:
         """Fold B A into W_0 for inference (no extra cost per step); no longer trainable."""
@@ -61,4 +56,3 @@ class LoraModel(nn.Module):
     def save_peft(self, directory: str | Path) -> None:
         """peft's own format (adapter_config.json + adapter_model.safetensors)."""
         self.peft_model.save_pretrained(str(directory))
-

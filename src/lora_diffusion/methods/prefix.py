@@ -17,6 +17,7 @@ from torch import nn
 
 from ..backbone import DiffusionLM
 from ..config import require
+from .base import InBackboneMethod
 
 
 @dataclass
@@ -58,7 +59,7 @@ def _prefixed_forward(self, hidden_states, attention_mask=None, past_key_values=
     return out.reshape(batch, length, -1).contiguous(), weights
 
 
-class PrefixModel(nn.Module):
+class PrefixModel(InBackboneMethod):
     method = "prefix"
 
     def __init__(self, backbone: DiffusionLM, cfg: PrefixConfig):
@@ -77,7 +78,3 @@ class PrefixModel(nn.Module):
             object.__setattr__(layer, "prefix_value", pv)
             layer.forward = types.MethodType(_prefixed_forward, layer)
         backbone.needs_trunk_grad = True  # the prefix is trained through the frozen trunk
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor,
-                select: torch.Tensor | None = None, instruction_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.backbone(input_ids, attention_mask, steps, select=select)
