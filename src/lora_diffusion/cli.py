@@ -59,11 +59,12 @@ def _demo_parser(sub) -> None:
 
 
 def _finetune_parser(sub) -> None:
-    p = sub.add_parser("finetune", help="fine-tune one registered method on SST-2")
+    p = sub.add_parser("finetune", help="fine-tune one registered method on a task")
     _common(p)
     p.add_argument("--method", help="a registered method (see `lora-diffusion methods`)")
     p.add_argument("--base", help="base diffusion LM directory (e.g. runs/pretrain/model), hub id or 'minilm'")
-    p.add_argument("--data-dir", help="directory with GLUE SST-2 train.tsv and dev.tsv")
+    p.add_argument("--task", help="task name (sst2)")
+    p.add_argument("--data-dir", help="directory with the task's train.tsv and dev.tsv (GLUE layout)")
     p.add_argument("--output-dir")
     p.add_argument("--steps", type=int, dest="train.max_steps")
     p.add_argument("--lr", type=float, dest="train.lr")
@@ -172,7 +173,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     overrides = load_pairs(args.overrides)
     overrides.update(_flag_overrides(args, {
-        "method": "method", "base": "base", "data_dir": "data_dir", "output_dir": "output_dir",
+        "method": "method", "task": "task", "base": "base", "data_dir": "data_dir", "output_dir": "output_dir",
         "train.max_steps": "train.max_steps", "train.lr": "train.lr", "train.seed": "train.seed",
     }))
     cfg = load_config(FinetuneConfig, args.config, overrides)

@@ -74,6 +74,7 @@ class FinetuneConfig:
     base: str = "minilm"
     method: str = "trajectory"
     method_options: dict[str, Any] = field(default_factory=dict)
+    task: str = "sst2"
     data_dir: str = "../shared/data/sst2"
     max_train_rows: int = 0
     eval_rows: int = 0
@@ -84,20 +85,25 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         method_config(self.method, self.method_options)  # unknown method / bad option fails here
+        require(self.task in TASKS, "task", f"unknown task {self.task!r}; known tasks: {sorted(TASKS)}")
         require(self.max_train_rows >= 0, "max_train_rows", f"must be >= 0, got {self.max_train_rows}")
         require(self.eval_rows >= 0, "eval_rows", f"must be >= 0, got {self.eval_rows}")
         require(self.max_len >= 8, "max_len", f"must be >= 8, got {self.max_len}")
 
 
+TASKS = {"sst2": SST2}  # the task registry (loader + template + verbaliser) grows with the study issue
+
+
 def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Load the base, fine-tune ``cfg.method`` on SST-2 train, report SST-2 dev generation accuracy."""
     data_dir = Path(cfg.data_dir)
-    labels = set(SST2.verbalizer)
+    task = TASKS[cfg.task]
+    labels = set(task.verbalizer)
     train_rows = read_labelled_tsv(data_dir / "train.tsv", labels)
     dev_rows = read_labelled_tsv(data_dir / "dev.tsv", labels)
     backbone = load_base(cfg.base)
-    train = encode_examples(train_rows[: cfg.max_train_rows or None], SST2, backbone.tokenizer, cfg.max_len)
-    dev = encode_examples(dev_rows[: cfg.eval_rows or None], SST2, backbone.tokenizer, cfg.max_len)
+    train = encode_examples(train_rows[: cfg.max_train_rows or None], task, backbone.tokenizer, cfg.max_len)
+    dev = encode_examples(dev_rows[: cfg.eval_rows or None], task, backbone.tokenizer, cfg.max_len)
     model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options, seed=cfg.train.seed)
     summary = finetune(model, train, cfg.train, cfg.output_dir, fingerprint, resume=resume, progress=progress,
                        run_config=to_dict(cfg))
