@@ -11,7 +11,8 @@ import torch
 
 from .backbone import DiffusionLM, unwrap_backbone
 from .config import TrainConfig, require, to_dict
-from .data.classification import SST2, encode_examples, pad_collate, read_labelled_tsv
+from .data.classification import encode_examples, pad_collate
+from .data.tasks import TASKS, get_task
 from .generation import generation_accuracy
 from .hub import load_base
 from .methods import apply_method, method_config
@@ -76,6 +77,7 @@ class FinetuneConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
     task: str = "sst2"
     data_dir: str = "../shared/data/sst2"
+    eval_split: str = "dev"  # the reported split (TREC and AG News have test instead of dev)
     max_train_rows: int = 0
     eval_rows: int = 0
     max_len: int = 64
@@ -86,21 +88,19 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         method_config(self.method, self.method_options)  # unknown method / bad option fails here
         require(self.task in TASKS, "task", f"unknown task {self.task!r}; known tasks: {sorted(TASKS)}")
+        require(self.eval_split in ("dev", "test"), "eval_split", f"must be dev or test, got {self.eval_split!r}")
         require(self.max_train_rows >= 0, "max_train_rows", f"must be >= 0, got {self.max_train_rows}")
         require(self.eval_rows >= 0, "eval_rows", f"must be >= 0, got {self.eval_rows}")
         require(self.max_len >= 8, "max_len", f"must be >= 8, got {self.max_len}")
 
 
-TASKS = {"sst2": SST2}  # the task registry (loader + template + verbaliser) grows with the study issue
-
-
 def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Load the base, fine-tune ``cfg.method`` on SST-2 train, report SST-2 dev generation accuracy."""
-    data_dir = Path(cfg.data_dir)
-    task = TASKS[cfg.task]
-    labels = set(task.verbalizer)
-    train_rows = read_labelled_tsv(data_dir / "train.tsv", labels)
-    dev_rows = read_labelled_tsv(data_dir / "dev.tsv", labels)
+    """Load the base, fine-tune ``cfg.method`` on the task's train split, report generation
+    accuracy on ``cfg.eval_split`` (never used for any choice here: the final checkpoint is reported)."""
+    spec = get_task(cfg.task)
+    task = spec.task
+    train_rows = spec.load(cfg.data_dir, "train")
+    dev_rows = spec.load(cfg.data_dir, cfg.eval_split)
     backbone = load_base(cfg.base)
     train = encode_examples(train_rows[: cfg.max_train_rows or None], task, backbone.tokenizer, cfg.max_len)
     dev = encode_examples(dev_rows[: cfg.eval_rows or None], task, backbone.tokenizer, cfg.max_len)

@@ -22,14 +22,15 @@ class DataError(ValueError):
 @dataclass(frozen=True)
 class ClassificationTask:
     name: str
-    template: str  # must contain "{text}"
+    template: str  # "{a}" (and "{b}" for sentence pairs); "{text}" is an alias of "{a}"
     verbalizer: dict[int, str]  # label id -> label word
 
-    def instruction(self, text: str) -> str:
-        return self.template.format(text=text)
+    def instruction(self, texts: str | tuple[str, ...]) -> str:
+        texts = (texts,) if isinstance(texts, str) else tuple(texts)
+        return self.template.format(a=texts[0], text=texts[0], b=texts[1] if len(texts) > 1 else "")
 
 
-SST2 = ClassificationTask("sst2", "review: {text} sentiment:", {0: "negative", 1: "positive"})
+SST2 = ClassificationTask("sst2", "review: {a} sentiment:", {0: "negative", 1: "positive"})
 
 
 def read_labelled_tsv(path: str | Path, labels: set[int], header: bool = True) -> list[tuple[str, int]]:
@@ -90,7 +91,7 @@ def label_token_ids(task: ClassificationTask, tokenizer) -> dict[int, int]:
 
 
 def encode_examples(
-    rows: list[tuple[str, int]], task: ClassificationTask, tokenizer, max_len: int = 64
+    rows: list[tuple[str | tuple[str, ...], int]], task: ClassificationTask, tokenizer, max_len: int = 64
 ) -> EncodedExamples:
     """Tokenize rows into [CLS] c [SEP] label [SEP]; over-long instructions are truncated
     (from the right) and counted."""

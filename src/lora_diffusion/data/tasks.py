@@ -1,0 +1,125 @@
+"""Task registry: loader + instruction template + verbaliser (single-token label words).
+
+Every task reads local files in their public layout (GLUE TSV, TREC / AG News CSV) from a
+directory given by the caller; malformed rows fail with the file and line named. Templates
+use ``{a}`` (and ``{b}`` for sentence pairs). Label words are single tokens, so the response
+length never leaks the label.
+
+| task | files | label words |
+|---|---|---|
+| sst2 | sst2/{train,dev}.tsv | negative, positive |
+| trec | trec/{train,test}.csv | description, entity, abbreviation, human, location, number |
+| ag_news | ag_news/train_subset10k_alps.tsv, test.csv | world, sports, business, science |
+| mrpc | glue/MRPC/{train,dev}.tsv | no, yes (paraphrase) |
+| rte | glue/RTE/{train,dev}.tsv | yes (entailment), no |
+| cola | glue/CoLA/{train,dev}.tsv | unacceptable, acceptable |
+| qnli | glue/QNLI/dev.tsv (no train here) | yes (entailment), no |
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .classification import ClassificationTask, DataError
+
+Row = tuple[tuple[str, ...], int]
+
+
+def read_table(path: Path, delimiter: str, text_cols: tuple[int, ...], label_col: int,
+               to_label: Callable[[str], int], header: bool, quoting: int = csv.QUOTE_NONE) -> list[Row]:
+    """Rows of a delimited file as ((texts...), label id); errors name file and line."""
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    rows: list[Row] = []
+    need = max(*text_cols, label_col) + 1
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        for lineno, rec in enumerate(csv.reader(fh, delimiter=delimiter, quoting=quoting), start=1):
+            if header and lineno == 1:
+                continue
+            if len(rec) < need:
+                raise DataError(f"{path}:{lineno}: expected at least {need} columns, got {len(rec)}")
+            try:
+                label = to_label(rec[label_col].strip())
+            except (KeyError, ValueError):
+                raise DataError(f"{path}:{lineno}: unknown label {rec[label_col]!r}") from None
+            texts = tuple(rec[c].strip() for c in text_cols)
+            if not all(texts):
+                raise DataError(f"{path}:{lineno}: empty text field")
+            rows.append((texts, label))
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    return rows
+
+
+def _ints(n: int, offset: int = 0) -> Callable[[str], int]:
+    def convert(raw: str) -> int:
+        value = int(raw) - offset
+        if not 0 <= value < n:
+            raise ValueError(raw)
+        return value
+
+    return convert
+
+
+def _names(names: dict[str, int]) -> Callable[[str], int]:
+    return lambda raw: names[raw]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task: ClassificationTask
+    splits: dict[str, Callable[[Path], list[Row]]]  # split -> reader of the task directory
+
+    def load(self, directory: str | Path, split: str) -> list[Row]:
+        if split not in self.splits:
+            raise DataError(f"task {self.task.name} has no {split!r} split here; splits: {sorted(self.splits)}")
+        return self.splits[split](Path(directory))
+
+
+def _tsv(name: str, cols: tuple[int, ...], label: int, conv, header: bool = True):
+    return lambda d: read_table(d / name, "\t", cols, label, conv, header)
+
+
+def _csv(name: str, cols: tuple[int, ...], label: int, conv):
+    return lambda d: read_table(d / name, ",", cols, label, conv, False, csv.QUOTE_MINIMAL)
+
+
+ENTAIL = {"entailment": 0, "not_entailment": 1}
+AG = {"World": 0, "Sports": 1, "Business": 2, "Sci/Tech": 3}
+
+TASKS: dict[str, TaskSpec] = {
+    "sst2": TaskSpec(
+        ClassificationTask("sst2", "review: {a} sentiment:", {0: "negative", 1: "positive"}),
+        {"train": _tsv("train.tsv", (0,), 1, _ints(2)), "dev": _tsv("dev.tsv", (0,), 1, _ints(2))}),
+    "trec": TaskSpec(
+        ClassificationTask("trec", "question: {a} answer type:", {0: "description", 1: "entity", 2: "abbreviation",
+                                                                  3: "human", 4: "location", 5: "number"}),
+        {"train": _csv("train.csv", (1,), 0, _ints(6)), "test": _csv("test.csv", (1,), 0, _ints(6))}),
+    "ag_news": TaskSpec(
+        ClassificationTask("ag_news", "news: {a} topic:", {0: "world", 1: "sports", 2: "business", 3: "science"}),
+        {"train": lambda d: read_table(d / "train_subset10k_alps.tsv", "\t", (0,), 1, _names(AG), False),
+         "test": _csv("test.csv", (1, 2), 0, _ints(4, offset=1))}),
+    "mrpc": TaskSpec(
+        ClassificationTask("mrpc", "sentence one: {a} sentence two: {b} same meaning:", {0: "no", 1: "yes"}),
+        {"train": _tsv("train.tsv", (3, 4), 0, _ints(2)), "dev": _tsv("dev.tsv", (3, 4), 0, _ints(2))}),
+    "rte": TaskSpec(
+        ClassificationTask("rte", "premise: {a} hypothesis: {b} entailed:", {0: "yes", 1: "no"}),
+        {"train": _tsv("train.tsv", (1, 2), 3, _names(ENTAIL)), "dev": _tsv("dev.tsv", (1, 2), 3, _names(ENTAIL))}),
+    "cola": TaskSpec(
+        ClassificationTask("cola", "sentence: {a} grammar:", {0: "unacceptable", 1: "acceptable"}),
+        {"train": _tsv("train.tsv", (3,), 1, _ints(2), header=False),
+         "dev": _tsv("dev.tsv", (3,), 1, _ints(2), header=False)}),
+    "qnli": TaskSpec(
+        ClassificationTask("qnli", "question: {a} sentence: {b} answers:", {0: "yes", 1: "no"}),
+        {"dev": _tsv("dev.tsv", (1, 2), 3, _names(ENTAIL))}),
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise DataError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}") from None

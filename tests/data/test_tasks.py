@@ -1,0 +1,54 @@
+import pytest
+
+from lora_diffusion.data.classification import DataError, encode_examples, label_token_ids
+from lora_diffusion.data.tasks import TASKS, get_task
+
+# (task, folder under ../shared/data, split, expected rows): counts from the data README / files
+SHARED = [
+    ("sst2", "sst2", "train", 67_349), ("sst2", "sst2", "dev", 872),
+    ("trec", "trec", "train", 5_452), ("trec", "trec", "test", 500),
+    ("ag_news", "ag_news", "test", 7_600), ("ag_news", "ag_news", "train", 10_001),
+    ("mrpc", "glue/MRPC", "train", 3_668), ("mrpc", "glue/MRPC", "dev", 408),
+    ("rte", "glue/RTE", "dev", 277), ("cola", "glue/CoLA", "dev", 1_043), ("qnli", "glue/QNLI", "dev", 5_463),
+]
+
+
+@pytest.mark.parametrize("name, folder, split, count", SHARED)
+def test_real_files_load_with_known_row_counts(shared_data, name, folder, split, count):
+    rows = get_task(name).load(shared_data / folder, split)
+    assert len(rows) == count
+    n_labels = len(TASKS[name].task.verbalizer)
+    assert {label for _, label in rows} == set(range(n_labels))
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_templates_and_single_token_verbalisers_round_trip(name, tokenizer):
+    task = TASKS[name].task
+    ids = label_token_ids(task, tokenizer)  # raises unless every label word is one token
+    assert len(set(ids.values())) == len(ids)
+    texts = ("the first text", "the second text")
+    data = encode_examples([(texts, label) for label in task.verbalizer], task, tokenizer)
+    for i, label in enumerate(task.verbalizer):
+        row = data[i]
+        assert row["generate_mask"].sum() == 1  # same response length for every label: no leak
+        assert tokenizer.decode(row["input_ids"][row["generate_mask"]]) == task.verbalizer[label]
+        instr = tokenizer.decode(row["input_ids"][row["instruction_mask"]])
+        assert "the first text" in instr and ("{b}" not in task.template or "the second text" in instr)
+    lengths = {int(data[i]["input_ids"].shape[0]) for i in range(len(data))}
+    assert len(lengths) == 1
+
+
+def test_malformed_rows_name_file_and_line(tmp_path):
+    (tmp_path / "train.csv").write_text('0,fine question\n9,"bad label"\n')
+    with pytest.raises(DataError, match=r"train.csv:2: unknown label '9'"):
+        get_task("trec").load(tmp_path, "train")
+    (tmp_path / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
+    with pytest.raises(DataError, match=r"dev.tsv:2: unknown label 'maybe'"):
+        get_task("rte").load(tmp_path, "dev")
+    (tmp_path / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\n")
+    with pytest.raises(DataError, match=r"dev.tsv:2: expected at least 4 columns"):
+        get_task("rte").load(tmp_path, "dev")
+    with pytest.raises(DataError, match="no 'train' split"):
+        get_task("qnli").load(tmp_path, "train")
+    with pytest.raises(DataError, match="known tasks"):
+        get_task("imdb")
