@@ -70,3 +70,29 @@ def generation_accuracy(
             valid += bool(label_tokens) and all(int(t) in label_tokens for t in pred)
             total += 1
     return {"accuracy": correct / max(total, 1), "valid_label_rate": valid / max(total, 1), "examples": total}
+
+
+@torch.no_grad()
+def denoising_accuracy(model: torch.nn.Module, data, batch_size: int = 32, seed: int = 0) -> dict[str, float]:
+    """Token-level denoising accuracy, as in training: each row gets s ~ U{1..T}, its response
+    tokens are masked with probability 1 - alpha_s, and the fraction of masked response tokens
+    whose argmax prediction is right is reported (never special tokens, never padding)."""
+    from .diffusion import forward_mask, mask_probability, sample_steps
+
+    backbone = unwrap_backbone(model)
+    model.eval()
+    schedule, T = get_schedule(backbone.diffusion.schedule), backbone.diffusion.num_steps
+    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    correct = total = 0
+    for start in range(0, len(data), batch_size):
+        batch = pad_collate([data[i] for i in range(start, min(start + batch_size, len(data)))], backbone.pad_token_id)
+        x0, gmask = batch["input_ids"].to(device), batch["generate_mask"].to(device).bool()
+        steps = sample_steps(x0.shape[0], T, gen).to(device)
+        x_t, masked = forward_mask(x0, gmask, mask_probability(schedule, steps, T), backbone.mask_token_id, gen)
+        instr = batch.get("instruction_mask")
+        logits = model(x_t, batch["attention_mask"].to(device), steps, select=masked,
+                       instruction_mask=None if instr is None else instr.to(device).bool())
+        correct += int((logits.argmax(-1) == x0[masked]).sum())
+        total += int(masked.sum())
+    return {"accuracy": correct / max(total, 1), "masked_tokens": total}
