@@ -13,7 +13,7 @@ from .backbone import DiffusionLM, unwrap_backbone
 from .config import TrainConfig, require, to_dict
 from .data.classification import encode_examples, pad_collate
 from .data.tasks import TASKS, get_task
-from .generation import generation_accuracy
+from .generation import denoising_accuracy, generation_accuracy
 from .hub import load_base
 from .methods import apply_method, method_config
 from .methods.accounting import parameter_accounting
@@ -80,6 +80,7 @@ class FinetuneConfig:
     eval_split: str = "dev"  # the reported split (TREC and AG News have test instead of dev)
     max_train_rows: int = 0
     eval_rows: int = 0
+    validation_rows: int = 0  # held out of train (seeded) for model selection; never the reported split
     max_len: int = 64
     output_dir: str = "runs/finetune"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -91,7 +92,18 @@ class FinetuneConfig:
         require(self.eval_split in ("dev", "test"), "eval_split", f"must be dev or test, got {self.eval_split!r}")
         require(self.max_train_rows >= 0, "max_train_rows", f"must be >= 0, got {self.max_train_rows}")
         require(self.eval_rows >= 0, "eval_rows", f"must be >= 0, got {self.eval_rows}")
+        require(self.validation_rows >= 0, "validation_rows", f"must be >= 0, got {self.validation_rows}")
         require(self.max_len >= 8, "max_len", f"must be >= 8, got {self.max_len}")
+
+
+def split_validation(rows: list, count: int, seed: int) -> tuple[list, list]:
+    """Hold ``count`` rows of train out (a seeded permutation) as the validation split."""
+    if not count:
+        return rows, []
+    if count >= len(rows):
+        raise ValueError(f"validation_rows {count} leaves no training rows (train has {len(rows)})")
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [rows[i] for i in order[count:]], [rows[i] for i in order[:count]]
 
 
 def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -99,11 +111,12 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
     accuracy on ``cfg.eval_split`` (never used for any choice here: the final checkpoint is reported)."""
     spec = get_task(cfg.task)
     task = spec.task
-    train_rows = spec.load(cfg.data_dir, "train")
+    train_rows, val_rows = split_validation(spec.load(cfg.data_dir, "train"), cfg.validation_rows, cfg.train.seed)
     dev_rows = spec.load(cfg.data_dir, cfg.eval_split)
     backbone = load_base(cfg.base)
     train = encode_examples(train_rows[: cfg.max_train_rows or None], task, backbone.tokenizer, cfg.max_len)
     dev = encode_examples(dev_rows[: cfg.eval_rows or None], task, backbone.tokenizer, cfg.max_len)
+    val = encode_examples(val_rows, task, backbone.tokenizer, cfg.max_len) if val_rows else None
     model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options, seed=cfg.train.seed)
     summary = finetune(model, train, cfg.train, cfg.output_dir, fingerprint, resume=resume, progress=progress,
                        run_config=to_dict(cfg))
@@ -111,8 +124,15 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
 
     if not PartialState().is_main_process:  # under DDP, rank 0 evaluates and writes
         return {"summary": summary}
+    seed = cfg.train.seed
+    train_probe = encode_examples(train_rows[:1000], task, backbone.tokenizer, cfg.max_len)
     result = {"config": to_dict(cfg), "train_rows": len(train), "train_truncated": train.truncated,
-              "dev": generation_accuracy(model, dev, seed=cfg.train.seed), "dev_rows": len(dev),
-              "summary": summary, **provenance(cfg.train.seed)}
+              "eval_split": cfg.eval_split, "dev": generation_accuracy(model, dev, seed=seed), "dev_rows": len(dev),
+              "dev_denoising": denoising_accuracy(model, dev, seed=seed),
+              "train_denoising": denoising_accuracy(model, train_probe, seed=seed),
+              "summary": summary, **provenance(seed)}
+    if val is not None:
+        result["validation"] = {"generation": generation_accuracy(model, val, seed=seed),
+                                "denoising": denoising_accuracy(model, val, seed=seed), "rows": len(val)}
     atomic_write_json(Path(cfg.output_dir) / "result.json", result)
     return result

@@ -75,12 +75,13 @@ def test_finetune_and_analyze_rank_cli(tmp_path, capsys):
     opts = [f"method_options.{k}={json.dumps(v)}" for k, v in SMALL.items()]
     args = ["finetune", "--method", "trajectory", "--base", str(tmp_path / "base"), "--data-dir", str(data),
             "--output-dir", str(tmp_path / "ft"), "--steps", "2", "--quiet", "--set", "train.batch_size=8",
-            "--set", "train.micro_batch_size=4", "--set", "train.save_every=1"]
+            "--set", "train.micro_batch_size=4", "--set", "train.save_every=1", "--set", "validation_rows=8"]
     for o in opts:
         args += ["--set", o]
     assert main(args) == 0
     result = json.loads((tmp_path / "ft" / "result.json").read_text())
-    assert result["dev_rows"] == 16 and result["summary"]["steps"] == 2
+    assert result["dev_rows"] == 16 and result["summary"]["steps"] == 2 and result["train_rows"] == 32
+    assert result["validation"]["rows"] == 8 and 0 <= result["dev_denoising"]["accuracy"] <= 1
     out = tmp_path / "rank"
     assert main(["analyze-rank", "--adapter", str(tmp_path / "ft" / "adapter"), "--output-dir", str(out),
                  "--max-rows", "16"]) == 0
