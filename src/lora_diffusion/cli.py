@@ -89,6 +89,23 @@ def _params_parser(sub) -> None:
     p.add_argument("--base", default="minilm", help="a base, or 'bert-base' for a random bert-base-shaped model")
 
 
+def _study_parsers(sub) -> None:
+    p = sub.add_parser("study", help="methods x seeds on one task (idempotent, resumable)")
+    _common(p)
+    p.add_argument("--base")
+    p.add_argument("--task")
+    p.add_argument("--data-dir")
+    p.add_argument("--methods", help="comma-separated registered methods")
+    p.add_argument("--seeds", help="comma-separated seeds (default 42..51)")
+    p.add_argument("--num-seeds", type=int, help="use the first N of the seeds")
+    p.add_argument("--steps", type=int, dest="train.max_steps")
+    p.add_argument("--output-dir")
+    r = sub.add_parser("report", help="markdown tables and PNG figures of a study")
+    r.add_argument("--study", required=True, help="the study's output directory")
+    r.add_argument("--output", required=True, help="directory for report.md and figures")
+    r.add_argument("--study-command", default="", help="the exact command of the study, recorded in the report")
+
+
 def _plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="PNG of a run's training loss and validation curve")
     p.add_argument("--history", required=True, help="training_history.json of a run")
@@ -106,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _finetune_parser(sub)
     _rank_parser(sub)
     _params_parser(sub)
+    _study_parsers(sub)
     sub.add_parser("methods", help="list the registered methods")
     return parser
 
@@ -230,6 +248,29 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study import StudyConfig, run_study
+
+    overrides = load_pairs(args.overrides)
+    overrides.update(_flag_overrides(args, {
+        "base": "base", "task": "task", "data_dir": "data_dir", "methods": "methods", "seeds": "seeds",
+        "output_dir": "output_dir", "train.max_steps": "train.max_steps",
+    }))
+    cfg = load_config(StudyConfig, args.config, overrides)
+    if args.num_seeds:
+        cfg.seeds = cfg.seeds[: args.num_seeds]
+    results = run_study(cfg, progress=not args.quiet)
+    print(f"{len(results)} runs complete under {cfg.output_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(write_report(args.study, args.output, args.study_command))
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .methods import get_method, registered_methods
 
@@ -258,7 +299,8 @@ def load_pairs(pairs: list[str]) -> dict[str, object]:
 
 
 COMMANDS = {"pretrain": cmd_pretrain, "eval-base": cmd_eval_base, "demo": cmd_demo, "plot": cmd_plot,
-            "finetune": cmd_finetune, "analyze-rank": cmd_analyze_rank, "methods": cmd_methods, "params": cmd_params}
+            "finetune": cmd_finetune, "analyze-rank": cmd_analyze_rank, "methods": cmd_methods, "params": cmd_params,
+            "study": cmd_study, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
