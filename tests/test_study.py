@@ -40,3 +40,34 @@ def test_tiny_study_is_idempotent_and_reports(tmp_path, capsys):
 def test_study_rejects_unknown_methods(tmp_path, capsys):
     assert main(["study", "--methods", "full,dora", "--output-dir", str(tmp_path)]) == 2
     assert "methods: unknown ['dora']" in capsys.readouterr().err
+
+
+def _fixture(root, method, seed, acc, trainable):
+    run = root / method / f"seed-{seed}"
+    run.mkdir(parents=True)
+    result = {
+        "config": {"method": method, "train": {"seed": seed}, "output_dir": str(run)},
+        "dev": {"accuracy": acc}, "dev_denoising": {"accuracy": acc / 2}, "train_denoising": {"accuracy": 0.5},
+        "summary": {"steps": 10, "mean_time_per_step_s": 0.5, "peak_memory_mb": 100.0,
+                    "accounting": {"trainable_parameters": trainable, "percent_of_base": 100.0 * trainable / 1000,
+                                   "bytes_on_disk": 4 * trainable}},
+    }
+    (run / "result.json").write_text(json.dumps(result))
+
+
+def test_report_from_fixture_results_golden(tmp_path):
+    from lora_diffusion.report import collect, tables
+
+    for seed, (a, b) in zip([1, 2, 3, 4, 5], [(0.80, 0.78), (0.82, 0.79), (0.84, 0.80), (0.86, 0.85), (0.88, 0.83)]):
+        _fixture(tmp_path, "full", seed, a, 1000)
+        _fixture(tmp_path, "trajectory", seed, b, 50)
+    text = tables(collect(tmp_path))
+    assert "| full | 1,000 | 100.00% | 4,000 |" in text
+    assert "| trajectory | 50 | 5.00% | 200 |" in text
+    # full: mean 84.0, sd sqrt(0.001)*100 = 3.16, CI 84.0 +- 2.776 * 3.162 / sqrt(5) = [80.1, 87.9]
+    assert "| full | 5 | 84.0 +- 3.2 [80.1, 87.9] | 42.0 +- 1.6 [40.0, 44.0] | 50.0 +- 0.0 [50.0, 50.0] | - |" in text
+    # differences -2, -3, -4, -1, -5 points: mean -3.0; t = -3 / (1.581 / sqrt 5) = -4.24, df 4
+    row = next(line for line in text.splitlines() if line.startswith("| trajectory | -3.0"))
+    assert "| paired_t | 0.0132 | 0.0132 |" in row
+    # d = -3 / sqrt((10 + 8.5) / 2) = -0.99 (pooled SD); d_z = -3 / sqrt(2.5) = -1.90
+    assert "| -0.99 | -1.90 |" in row
