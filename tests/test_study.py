@@ -47,7 +47,7 @@ def _fixture(root, method, seed, acc, trainable):
     run.mkdir(parents=True)
     result = {
         "config": {"method": method, "train": {"seed": seed}, "output_dir": str(run)},
-        "dev": {"accuracy": acc}, "dev_denoising": {"accuracy": acc / 2}, "train_denoising": {"accuracy": 0.5},
+        "dev": {"accuracy": acc, "head_accuracy": acc - 0.1, "seconds_per_sample": 0.02}, "dev_denoising": {"accuracy": acc / 2}, "train_denoising": {"accuracy": 0.5},
         "summary": {"steps": 10, "mean_time_per_step_s": 0.5, "peak_memory_mb": 100.0,
                     "accounting": {"trainable_parameters": trainable, "percent_of_base": 100.0 * trainable / 1000,
                                    "bytes_on_disk": 4 * trainable}},
@@ -65,7 +65,9 @@ def test_report_from_fixture_results_golden(tmp_path):
     assert "| full | 1,000 | 100.00% | 4,000 |" in text
     assert "| trajectory | 50 | 5.00% | 200 |" in text
     # full: mean 84.0, sd sqrt(0.001)*100 = 3.16, CI 84.0 +- 2.776 * 3.162 / sqrt(5) = [80.1, 87.9]
-    assert "| full | 5 | 84.0 +- 3.2 [80.1, 87.9] | 42.0 +- 1.6 [40.0, 44.0] | 50.0 +- 0.0 [50.0, 50.0] | - |" in text
+    assert ("| full | 5 | 84.0 +- 3.2 [80.1, 87.9] | 74.0 +- 3.2 [70.1, 77.9] | 42.0 +- 1.6 [40.0, 44.0] "
+            "| 50.0 +- 0.0 [50.0, 50.0] | - |") in text
+    assert "| full | 10 | 0.500 | 100 | 20.0 |" in text
     # differences -2, -3, -4, -1, -5 points: mean -3.0; t = -3 / (1.581 / sqrt 5) = -4.24, df 4
     row = next(line for line in text.splitlines() if line.startswith("| trajectory | -3.0"))
     assert "| paired_t | 0.0132 | 0.0132 |" in row

@@ -139,19 +139,23 @@ class DiffusionLM(nn.Module):
         select: Tensor | None = None,
         perturb: Perturb | None = None,
         instruction_mask: Tensor | None = None,
-    ) -> Tensor:
+        return_hidden: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Logits at the ``select`` (B, L) positions: (N, V), rows in ``select.nonzero()`` order.
 
         ``perturb(h (B, L, D), steps (B,)) -> h'`` is the single hook through which a method
         changes the denoising trajectory before the frozen output head. Without ``select``
         the logits of every position are returned, (B, L, V). ``instruction_mask`` is for
-        methods that condition on the instruction; the plain backbone ignores it."""
+        methods that condition on the instruction; the plain backbone ignores it.
+        ``return_hidden``: also return the (perturbed) hidden states at those positions,
+        ((N, V), (N, D)), for a classification head (no second trunk pass)."""
         hidden = self.hidden_states(input_ids, attention_mask, steps)
         if perturb is not None:
             hidden = perturb(hidden, steps)
-        if select is None:
-            return self.head(hidden)
-        return self.head(hidden[select])
+        if select is not None:
+            hidden = hidden[select]
+        logits = self.head(hidden)
+        return (logits, hidden) if return_hidden else logits
 
 
 def unwrap_backbone(model: nn.Module) -> DiffusionLM:

@@ -3,6 +3,7 @@ trainer: base -> method model -> train -> save what the method trained -> accoun
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from .generation import denoising_accuracy, generation_accuracy
 from .hub import load_base
 from .methods import apply_method, method_config
 from .methods.accounting import parameter_accounting
+from .methods.head import attach_head
 from .methods.persistence import base_fingerprint, save_method
 from .objective import DiffusionObjective
 from .training.checkpoint import list_checkpoints
@@ -25,11 +27,15 @@ from .utils.io import atomic_write_json
 from .utils.repro import provenance, seed_everything
 
 
-def build_method_model(backbone: DiffusionLM, method: str, options: dict[str, Any] | None = None, seed: int = 0):
-    """(method model, fingerprint of the untouched base); the method's initialisation is seeded."""
+def build_method_model(backbone: DiffusionLM, method: str, options: dict[str, Any] | None = None, seed: int = 0,
+                       num_labels: int = 0, head_weight: float = 1.0):
+    """(method model, fingerprint of the untouched base); the method's initialisation is seeded.
+    ``num_labels`` > 0 attaches a classification head trained with the method."""
     fingerprint = base_fingerprint(backbone)
     seed_everything(seed)
     model = apply_method(method, backbone, method_config(method, options))
+    if num_labels:
+        attach_head(model, num_labels, head_weight)
     return model, fingerprint
 
 
@@ -82,6 +88,8 @@ class FinetuneConfig:
     eval_rows: int = 0
     validation_rows: int = 0  # held out of train (seeded) for model selection; never the reported split
     max_len: int = 64
+    classification_head: bool = True  # the third accuracy: a linear head trained with the method
+    head_loss_weight: float = 1.0
     output_dir: str = "runs/finetune"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=1000, lr=1e-4, warmup_steps=500, batch_size=64, micro_batch_size=16, save_every=250))
@@ -94,6 +102,7 @@ class FinetuneConfig:
         require(self.eval_rows >= 0, "eval_rows", f"must be >= 0, got {self.eval_rows}")
         require(self.validation_rows >= 0, "validation_rows", f"must be >= 0, got {self.validation_rows}")
         require(self.max_len >= 8, "max_len", f"must be >= 8, got {self.max_len}")
+        require(self.head_loss_weight >= 0, "head_loss_weight", f"must be >= 0, got {self.head_loss_weight}")
 
 
 def split_validation(rows: list, count: int, seed: int) -> tuple[list, list]:
@@ -117,7 +126,9 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
     train = encode_examples(train_rows[: cfg.max_train_rows or None], task, backbone.tokenizer, cfg.max_len)
     dev = encode_examples(dev_rows[: cfg.eval_rows or None], task, backbone.tokenizer, cfg.max_len)
     val = encode_examples(val_rows, task, backbone.tokenizer, cfg.max_len) if val_rows else None
-    model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options, seed=cfg.train.seed)
+    model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options, seed=cfg.train.seed,
+                                            num_labels=len(task.verbalizer) if cfg.classification_head else 0,
+                                            head_weight=cfg.head_loss_weight)
     summary = finetune(model, train, cfg.train, cfg.output_dir, fingerprint, resume=resume, progress=progress,
                        run_config=to_dict(cfg))
     from accelerate import PartialState
@@ -126,8 +137,11 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
         return {"summary": summary}
     seed = cfg.train.seed
     train_probe = encode_examples(train_rows[:1000], task, backbone.tokenizer, cfg.max_len)
+    start = time.perf_counter()
+    dev_generation = generation_accuracy(model, dev, seed=seed)
+    dev_generation["seconds_per_sample"] = (time.perf_counter() - start) / max(len(dev), 1)
     result = {"config": to_dict(cfg), "train_rows": len(train), "train_truncated": train.truncated,
-              "eval_split": cfg.eval_split, "dev": generation_accuracy(model, dev, seed=seed), "dev_rows": len(dev),
+              "eval_split": cfg.eval_split, "dev": dev_generation, "dev_rows": len(dev),
               "dev_denoising": denoising_accuracy(model, dev, seed=seed),
               "train_denoising": denoising_accuracy(model, train_probe, seed=seed),
               "summary": summary, **provenance(seed)}

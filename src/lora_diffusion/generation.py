@@ -3,6 +3,9 @@
 Generation accuracy: the response is generated from all-[MASK] by the sampler (with the
 method's hook active at every step); a row is correct only if every response token equals
 the gold label word's tokens (exact match; a non-label prediction is wrong, no fallback).
+Classification-head accuracy (models with a ``cls_head``) comes from the same reverse run:
+the head reads the perturbed hidden state of the step that decoded the first response
+position (``methods/head.py``); no extra trunk pass.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from .backbone import Perturb, unwrap_backbone
 from .data.classification import pad_collate
 from .diffusion import get_schedule
 from .diffusion.sampler import SamplerConfig, sample
+from .methods.head import anchor_mask, head_of, head_predictions
 
 
 @torch.no_grad()
@@ -22,29 +26,39 @@ def generate(
     cfg: SamplerConfig,
     generator: torch.Generator,
     perturb: Perturb | None = None,
-) -> torch.Tensor:
+    record_anchor: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Fill the ``generate_mask`` positions of ``batch`` by reverse diffusion: (B, L) ids.
     ``model`` is a ``DiffusionLM`` or a method model; a method's own perturbation runs at every
-    reverse step with that step's t (``perturb`` adds an extra hook on a plain backbone)."""
+    reverse step with that step's t (``perturb`` adds an extra hook on a plain backbone).
+    ``record_anchor``: also return the hidden state (B, D) at each row's first response
+    position from the last step that asked for it (the step that decoded it)."""
     model.eval()
     backbone = unwrap_backbone(model)
     device = next(model.parameters()).device
     attn = batch["attention_mask"].to(device)
     instr = batch.get("instruction_mask")
     instr = None if instr is None else instr.to(device).bool()
+    gen_mask = batch["generate_mask"].to(device).bool()
     extra = {"perturb": perturb} if perturb is not None else {}
+    anchors = anchor_mask(gen_mask)
+    recorded = torch.zeros(gen_mask.shape[0], backbone.hidden_size, device=device) if record_anchor else None
 
     def denoise(x_t, steps, select, rows=None):
-        a, i = attn, instr
+        a, i, full_select = attn, instr, select
         if rows is not None and rows.numel() < x_t.shape[0]:  # only rows that need logits
             x_t, steps, select, a = x_t[rows], steps[rows], select[rows], attn[rows]
             i = None if instr is None else instr[rows]
-        return model(x_t, a, steps, select=select, instruction_mask=i, **extra)
+        if recorded is None:
+            return model(x_t, a, steps, select=select, instruction_mask=i, **extra)
+        logits, hidden = model(x_t, a, steps, select=select, instruction_mask=i, return_hidden=True, **extra)
+        at_anchor = anchors[full_select]  # (N,) in full_select.nonzero() order
+        recorded[full_select.nonzero()[at_anchor][:, 0]] = hidden[at_anchor].float()
+        return logits
 
-    return sample(
-        denoise, batch["input_ids"].to(device), batch["generate_mask"].to(device).bool(),
-        backbone.mask_token_id, get_schedule(backbone.diffusion.schedule), cfg, generator,
-    )
+    out = sample(denoise, batch["input_ids"].to(device), gen_mask, backbone.mask_token_id,
+                 get_schedule(backbone.diffusion.schedule), cfg, generator)
+    return (out, recorded) if record_anchor else out
 
 
 @torch.no_grad()
@@ -53,23 +67,33 @@ def generation_accuracy(
 ) -> dict[str, float]:
     """Exact-match accuracy of generated responses over ``data`` rows (with ``input_ids``
     holding the gold response at ``generate_mask``). Also the fraction of predictions that are
-    a valid label word at all."""
+    a valid label word at all, and, for a model with a classification head and rows with a
+    ``label``, the head's accuracy from the same reverse run (``head_accuracy``)."""
     backbone = unwrap_backbone(model)
     cfg = cfg or SamplerConfig(num_steps=backbone.diffusion.num_steps, greedy=True)
     label_tokens = set(getattr(data, "label_token_ids", {}).values())
+    head = head_of(model) if len(data) and "label" in data[0] else None
     gen = torch.Generator().manual_seed(seed)
-    correct = valid = total = 0
+    correct = valid = total = head_correct = 0
     for start in range(0, len(data), batch_size):
         rows = [data[i] for i in range(start, min(start + batch_size, len(data)))]
         batch = pad_collate(rows, backbone.pad_token_id)
-        out = generate(model, batch, cfg, gen).cpu()
+        if head is None:
+            out = generate(model, batch, cfg, gen).cpu()
+        else:
+            out, anchor_hidden = generate(model, batch, cfg, gen, record_anchor=True)
+            out = out.cpu()
+            head_correct += int((head_predictions(head, anchor_hidden).cpu() == batch["label"]).sum())
         gmask = batch["generate_mask"]
         for i in range(out.shape[0]):
             pred, gold = out[i][gmask[i]], batch["input_ids"][i][gmask[i]]
             correct += bool(torch.equal(pred, gold))
             valid += bool(label_tokens) and all(int(t) in label_tokens for t in pred)
             total += 1
-    return {"accuracy": correct / max(total, 1), "valid_label_rate": valid / max(total, 1), "examples": total}
+    result = {"accuracy": correct / max(total, 1), "valid_label_rate": valid / max(total, 1), "examples": total}
+    if head is not None:
+        result["head_accuracy"] = head_correct / max(total, 1)
+    return result
 
 
 @torch.no_grad()

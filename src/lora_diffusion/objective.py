@@ -11,6 +11,7 @@ import torch
 from .backbone import unwrap_backbone
 from .config import DiffusionConfig
 from .diffusion import diffusion_loss, forward_mask, get_schedule, mask_probability, sample_steps
+from .methods.head import head_loss, head_of
 
 Tensor = torch.Tensor
 
@@ -21,7 +22,9 @@ class DiffusionObjective:
     ``batch`` holds ``input_ids`` (B, L) = x_0, ``attention_mask`` (B, L) and
     ``generate_mask`` (B, L) (response positions; only they are masked and scored), and
     optionally ``instruction_mask`` (B, L) (the clean instruction prefix c). A method model
-    with a ``regularization()`` method adds sum_j lambda_j R_j to the loss; each term is logged."""
+    with a ``regularization()`` method adds sum_j lambda_j R_j to the loss; each term is logged.
+    A model with a classification head (``cls_head``) and a batch with ``label`` (B,) add the
+    head's cross-entropy at the masked anchors times ``cls_head_weight`` (``methods/head.py``)."""
 
     def __init__(self, diffusion: DiffusionConfig):
         self.diffusion = diffusion
@@ -38,12 +41,19 @@ class DiffusionObjective:
             x0, gen, mask_probability(self.schedule, steps, T), backbone.mask_token_id, generator
         )
         instr = batch.get("instruction_mask")
-        logits = model(x_t, attn, steps, select=masked, instruction_mask=None if instr is None else instr.bool())
+        head = head_of(model) if "label" in batch else None
+        out = model(x_t, attn, steps, select=masked, instruction_mask=None if instr is None else instr.bool(),
+                    **({"return_hidden": True} if head is not None else {}))
+        logits, hidden = out if head is not None else (out, None)
         row_of = masked.nonzero()[:, 0]
         loss = diffusion_loss(
             self.diffusion.loss, logits, x0[masked], row_of, steps, gen.sum(1), self.schedule, T
         )
         logs = {"loss_denoise": loss.item(), "masked_tokens": float(masked.sum()), "tokens": float(attn.sum())}
+        if head is not None:
+            h_loss, scored = head_loss(head, hidden, masked, gen, batch["label"])
+            logs.update(loss_head=h_loss.item(), head_rows=float(scored))
+            loss = loss + getattr(model, "module", model).cls_head_weight * h_loss
         regularization = getattr(getattr(model, "module", model), "regularization", None)
         if regularization is not None:
             for name, (value, weight) in regularization().items():

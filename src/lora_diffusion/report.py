@@ -48,19 +48,23 @@ def tables(data: dict[str, dict[int, dict[str, Any]]]) -> str:
         acc = next(iter(data[m].values()))["summary"]["accounting"]
         lines.append(f"| {m} | {acc['trainable_parameters']:,} | {acc['percent_of_base']:.2f}% | {acc.get('bytes_on_disk', 0):,} |")
     lines += ["", "## Accuracy (%; mean +- sd [95% CI] over seeds; final checkpoint)", "",
-              "| method | seeds | generation (reported split) | denoising (reported split) | denoising (train) | generation (validation) |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| method | seeds | generation (reported split) | classification head (reported split) "
+              "| denoising (reported split) | denoising (train) | generation (validation) |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for m in methods:
-        cols = [_metric(data[m], "dev", "accuracy"), _metric(data[m], "dev_denoising", "accuracy"),
-                _metric(data[m], "train_denoising", "accuracy"), _metric(data[m], "validation", "generation", "accuracy")]
+        cols = [_metric(data[m], "dev", "accuracy"), _metric(data[m], "dev", "head_accuracy"),
+                _metric(data[m], "dev_denoising", "accuracy"), _metric(data[m], "train_denoising", "accuracy"),
+                _metric(data[m], "validation", "generation", "accuracy")]
         cells = [_fmt(summarize(list(c.values()))) if c else "-" for c in cols]
         lines.append(f"| {m} | {len(data[m])} | " + " | ".join(cells) + " |")
-    lines += ["", "## Efficiency (mean over seeds)", "", "| method | steps | time / step (s) | peak memory (MB) |",
-              "|---|---:|---:|---:|"]
+    lines += ["", "## Efficiency (mean over seeds)", "",
+              "| method | steps | time / step (s) | peak memory (MB) | generation (ms / sample) |", "|---|---:|---:|---:|---:|"]
     for m in methods:
         s = [r["summary"] for r in data[m].values()]
+        lat = list(_metric(data[m], "dev", "seconds_per_sample").values())
         lines.append(f"| {m} | {s[0]['steps']} | {sum(x['mean_time_per_step_s'] or 0 for x in s) / len(s):.3f} | "
-                     f"{sum(x['peak_memory_mb'] for x in s) / len(s):.0f} |")
+                     f"{sum(x['peak_memory_mb'] for x in s) / len(s):.0f} | "
+                     f"{f'{1000 * sum(lat) / len(lat):.1f}' if lat else '-'} |")
     lines += ["", *statistics_table(data, methods)]
     return "\n".join(lines) + "\n"
 

@@ -34,6 +34,8 @@ class StudyConfig:
     validation_rows: int = 500
     eval_rows: int = 0
     max_len: int = 64
+    classification_head: bool = True
+    head_loss_weight: float = 1.0
     output_dir: str = "runs/study"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=1000, lr=1e-4, warmup_steps=500, batch_size=64, micro_batch_size=16, save_every=100))
@@ -52,7 +54,8 @@ class StudyConfig:
             base=self.base, method=method, method_options=dict(self.method_options.get(method, {})),
             task=self.task, data_dir=self.data_dir, eval_split=self.eval_split,
             max_train_rows=self.max_train_rows, validation_rows=self.validation_rows, eval_rows=self.eval_rows,
-            max_len=self.max_len, output_dir=str(self.run_dir(method, seed)), train=train)
+            max_len=self.max_len, classification_head=self.classification_head,
+            head_loss_weight=self.head_loss_weight, output_dir=str(self.run_dir(method, seed)), train=train)
 
     def run_dir(self, method: str, seed: int) -> Path:
         return Path(self.output_dir) / method / f"seed-{seed}"

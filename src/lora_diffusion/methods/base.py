@@ -13,5 +13,6 @@ class InBackboneMethod(nn.Module):
     method = "?"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: torch.Tensor,
-                select: torch.Tensor | None = None, instruction_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.backbone(input_ids, attention_mask, steps, select=select)
+                select: torch.Tensor | None = None, instruction_mask: torch.Tensor | None = None,
+                return_hidden: bool = False):
+        return self.backbone(input_ids, attention_mask, steps, select=select, return_hidden=return_hidden)

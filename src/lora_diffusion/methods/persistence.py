@@ -3,8 +3,9 @@
 A saved adapter is a directory with ``adapter_config.json`` (method, its config, T, dims and
 the base's fingerprint: its config plus a SHA-256 of its weights) and
 ``adapter_model.safetensors`` holding only the trained tensors. Full fine-tuning saves the
-whole model in Hugging Face format in ``model/`` instead (``hub.save_base``); weight LoRA
-also writes peft's own format to ``peft/`` (``PeftModel.from_pretrained`` reads it).
+whole model in Hugging Face format in ``model/`` instead (``hub.save_base``), plus its
+classification head, if any, in the safetensors file; weight LoRA also writes peft's own
+format to ``peft/`` (``PeftModel.from_pretrained`` reads it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..backbone import DiffusionLM, unwrap_backbone
 from ..config import to_dict
 from ..hub import load_base, save_base
 from ..utils.io import atomic_directory
+from .head import attach_head, head_of
 from .registry import apply_method, method_config
 
 CONFIG_FILE = "adapter_config.json"
@@ -57,6 +59,7 @@ def save_method(model: torch.nn.Module, directory: str | Path, fingerprint: dict
     """Save what the method trained (atomically). ``fingerprint`` is the base's identity taken
     before training; it defaults to the current backbone's."""
     backbone = unwrap_backbone(model)
+    head = head_of(model)
     meta = {
         "method": model.method,
         "config": to_dict(model.cfg),
@@ -66,10 +69,15 @@ def save_method(model: torch.nn.Module, directory: str | Path, fingerprint: dict
         "base_source": getattr(backbone, "source", None),
         **(extra or {}),
     }
+    if head is not None:
+        meta["classification_head"] = {"num_labels": head.out_features, "weight": model.cls_head_weight}
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
         if model.method == "full":
             save_base(backbone, tmp / "model")
+            if head is not None:
+                save_file({f"cls_head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+                          str(tmp / WEIGHTS_FILE))
         else:
             save_file(trained_state(model), str(tmp / WEIGHTS_FILE))
         if hasattr(model, "save_peft"):
@@ -112,19 +120,26 @@ def load_method(directory: str | Path, backbone: DiffusionLM | str | None = None
     meta = read_adapter_config(directory)
     cfg = method_config(meta["method"], meta["config"])
     if meta["method"] == "full":
-        return apply_method("full", load_base(str(directory / "model")), cfg).eval()
-    if backbone is None or isinstance(backbone, str):
-        source = backbone or meta.get("base_source")
-        if not source:
-            raise AdapterError(f"adapter {directory} does not record its base: pass one")
-        backbone = load_base(source)
-    check_base(meta["base_fingerprint"], backbone, directory)
-    model = apply_method(meta["method"], backbone, cfg)
+        model = apply_method("full", load_base(str(directory / "model")), cfg)
+    else:
+        if backbone is None or isinstance(backbone, str):
+            source = backbone or meta.get("base_source")
+            if not source:
+                raise AdapterError(f"adapter {directory} does not record its base: pass one")
+            backbone = load_base(source)
+        check_base(meta["base_fingerprint"], backbone, directory)
+        model = apply_method(meta["method"], backbone, cfg)
+    if "classification_head" in meta:
+        attach_head(model, meta["classification_head"]["num_labels"], meta["classification_head"]["weight"])
+    expected = set(trained_state(model))
+    if meta["method"] == "full":
+        expected = {k for k in expected if k.startswith("cls_head.")}
+        if not expected:
+            return model.eval()
     try:
         state = load_file(str(directory / WEIGHTS_FILE))
     except (OSError, SafetensorError) as err:
         raise AdapterError(f"unreadable adapter weights {directory / WEIGHTS_FILE}: {err}") from err
-    expected = set(trained_state(model))
     if set(state) != expected:
         raise AdapterError(f"{directory / WEIGHTS_FILE} does not match method {meta['method']!r} "
                            f"(missing {sorted(expected - set(state))[:3]}, extra {sorted(set(state) - expected)[:3]})")

@@ -1,8 +1,9 @@
 """Method registry: name -> (config class, apply function), as PEFT's ``register_peft_method``.
 
 ``apply(backbone, config) -> method model``: an ``nn.Module`` with ``.backbone``, ``.method``
-and ``forward(input_ids, attention_mask, steps, select=None, instruction_mask=None)`` whose
-trainable parameters (``requires_grad``) are exactly what the method trains.
+and ``forward(input_ids, attention_mask, steps, select=None, instruction_mask=None,
+return_hidden=False)`` whose trainable parameters (``requires_grad``) are exactly what the
+method trains (plus an optional classification head ``cls_head``, see ``methods/head.py``).
 """
 
 from __future__ import annotations

@@ -194,11 +194,12 @@ class TrajectoryModel(nn.Module):
         self.cfg = cfg
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor, select: Tensor | None = None,
-                instruction_mask: Tensor | None = None) -> Tensor:
+                instruction_mask: Tensor | None = None, return_hidden: bool = False):
         def perturb(h: Tensor, s: Tensor) -> Tensor:
             return self.adapter(h, s, instruction_mask, input_ids)
 
-        return self.backbone(input_ids, attention_mask, steps, select=select, perturb=perturb)
+        return self.backbone(input_ids, attention_mask, steps, select=select, perturb=perturb,
+                             return_hidden=return_hidden)
 
     def regularization(self) -> dict[str, tuple[Tensor, float]]:
         terms = self.adapter.regularizers()
