@@ -10,8 +10,14 @@ The model is a callable ``denoise(x_t (B, L), steps (B,), select (B, L), rows) -
 giving logits at the ``select`` positions (in ``select.nonzero()`` order); ``rows`` (R,) lists
 the only rows that have such positions, so the trunk can skip every other row (None: all).
 The method hook on h_t lives inside it (``DiffusionLM.forward(..., perturb=...)``).
-Ancestral sampling asks only for the positions being revealed at this step, from the rows
-that reveal something: each row runs the trunk at most once per reveal step.
+
+Exact event-driven ancestral sampling (the default): in the absorbing process the step at
+which a position unmasks does not depend on the model, so every position's reveal step tau
+and the uniform u that picks its token are drawn first; the model then runs only at the
+distinct reveal steps, only for the rows that reveal something there, only at the revealed
+positions (with that step's own t). The step-by-step sampler (``event_driven=False``, the
+textbook loop: every row, every masked position, every one of the T steps) draws the same
+tau and u, so both give identical samples; only the number of trunk passes differs.
 All randomness comes from one ``torch.Generator``: same seed, same output.
 """
 
@@ -23,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .schedules import Schedule, alpha_at_step, unmask_probability
+from .schedules import Schedule, alpha_at_step
 
 Tensor = torch.Tensor
 Denoise = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
@@ -38,6 +44,7 @@ class SamplerConfig:
     top_k: int = 0
     strategy: str = "ancestral"
     block_length: int = 0  # 0: the whole response is one block
+    event_driven: bool = True  # ancestral: run the model only at steps where something unmasks
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -52,10 +59,13 @@ class SamplerConfig:
             raise ValueError(f"sampler.block_length must be >= 0, got {self.block_length}")
 
 
-def draw_tokens(logits: Tensor, cfg: SamplerConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def draw_tokens(logits: Tensor, cfg: SamplerConfig, generator: torch.Generator | None = None,
+                u: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Token and its probability for each row of logits (N, V): greedy (argmax) when
     ``cfg.greedy`` or temperature 0, else a draw from softmax(logits / temperature) restricted
-    to the ``top_k`` largest logits (0 = all). Returns (tokens (N,), confidence (N,))."""
+    to the ``top_k`` largest logits (0 = all): by inverse CDF from the given uniforms ``u`` (N,),
+    token = min{v : sum_{w <= v} p_w > u}, or else from ``generator``.
+    Returns (tokens (N,), confidence (N,))."""
     logits = logits.float()
     if cfg.top_k:
         kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
@@ -65,8 +75,22 @@ def draw_tokens(logits: Tensor, cfg: SamplerConfig, generator: torch.Generator) 
         tokens = probs.argmax(-1)
     else:
         probs = torch.softmax(logits / cfg.temperature, dim=-1)
-        tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+        if u is not None:
+            cdf = torch.cumsum(probs.double(), dim=-1)
+            tokens = torch.searchsorted(cdf, (u.to(cdf) * cdf[:, -1])[:, None], right=True).squeeze(-1)
+            tokens = tokens.clamp(max=logits.shape[-1] - 1)
+        else:
+            tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
     return tokens, probs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def reveal_steps(u: Tensor, schedule: Schedule, num_steps: int) -> Tensor:
+    """Step at which each position unmasks, from uniforms u (B, L) in [0, 1).
+    With m_s = 1 - alpha_s (m_0 = 0, increasing), a position is still masked at step s iff
+    u m_T < m_s, so tau = min{s : m_s > u m_T} in 1..T, and P(tau = s | tau <= s) =
+    (m_s - m_{s-1}) / m_s = p_s: the per-step Bernoulli reveals of the reverse process. (B, L) long."""
+    m = 1.0 - alpha_at_step(schedule, torch.arange(num_steps + 1), num_steps).to(u.device)
+    return torch.searchsorted(m, (u.double() * m[-1]).contiguous(), right=True).clamp(1, num_steps)
 
 
 def block_ids(generate_mask: Tensor, block_length: int) -> Tensor:
@@ -103,35 +127,56 @@ def sample(
     """Generate the ``generate_mask`` (B, L) positions of ``x`` (B, L) and return x_0 (B, L).
     Other positions (instruction, padding) are kept as given."""
     x = torch.where(generate_mask, torch.full_like(x, mask_token_id), x)
+    denoise = _never_mask(denoise, mask_token_id)
     blocks = block_ids(generate_mask, cfg.block_length)
     n_blocks = int(blocks.max().item()) + 1 if generate_mask.any() else 0
     local_steps = max(1, cfg.num_steps // max(n_blocks, 1))
+    if cfg.strategy == "ancestral":  # model-independent randomness, drawn first
+        tau = reveal_steps(torch.rand(x.shape, generator=generator, dtype=torch.float64), schedule, local_steps)
+        u_token = torch.rand(x.shape, generator=generator, dtype=torch.float64)
     for b in range(n_blocks):
         active = blocks == b
+        if cfg.strategy == "ancestral":
+            plan = sorted(set(tau[active].tolist()), reverse=True) if cfg.event_driven else range(local_steps, 0, -1)
+            for s in plan:
+                t = model_step(s, local_steps, cfg.num_steps)
+                x = _ancestral_step(denoise, x, active & (tau.to(x.device) == s), active & (x == mask_token_id),
+                                    t, cfg, u_token.to(x.device))
+            continue
         for s in range(local_steps, 0, -1):
             still = active & (x == mask_token_id)
             if not still.any():
                 break
             t = model_step(s, local_steps, cfg.num_steps)
-            if cfg.strategy == "ancestral":
-                x = _ancestral_step(denoise, x, still, s, local_steps, t, schedule, cfg, generator)
-            else:
-                x = _confidence_step(denoise, x, still, active, s, local_steps, t, schedule, cfg, generator)
+            x = _confidence_step(denoise, x, still, active, s, local_steps, t, schedule, cfg, generator)
     return x
 
 
-def _ancestral_step(denoise, x, still, s, local_steps, t, schedule, cfg, generator) -> Tensor:
-    """Reveal each masked position with probability p_s; the reveal draws come first and do
-    not depend on the model, so the model runs only when something is revealed."""
-    p = float(unmask_probability(schedule, s, local_steps))
-    u = torch.rand(x.shape, generator=generator, dtype=torch.float64).to(x.device)
-    reveal = still & (u < p)
-    if not reveal.any():
+def _never_mask(denoise: Denoise, mask_token_id: int) -> Denoise:
+    """A revealed position is final, so [MASK] itself is never a candidate token (MDLM's
+    zero-masking-probability rule): its logit is set to -inf."""
+
+    def wrapped(x, steps, select, rows=None):
+        logits = denoise(x, steps, select, rows)
+        return logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device), float("-inf"))
+
+    return wrapped
+
+
+def _ancestral_step(denoise, x, reveal, still, t, cfg, u_token) -> Tensor:
+    """Reveal the ``reveal`` positions (those whose tau is this step). Event-driven: the model
+    sees only the revealing rows and is asked only for the revealed positions; step by step:
+    every row, every still-masked position (the logits of the others are thrown away)."""
+    if not still.any():
         return x
     steps = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-    rows = reveal.any(1).nonzero().squeeze(1)
-    logits = denoise(x, steps, reveal, rows)  # (N_reveal, V) in reveal.nonzero() order
-    tokens, _ = draw_tokens(logits, cfg, generator)
+    if cfg.event_driven:
+        logits = denoise(x, steps, reveal, reveal.any(1).nonzero().squeeze(1))
+    else:
+        logits = denoise(x, steps, still, None)[reveal[still]]
+    if not reveal.any():
+        return x
+    tokens, _ = draw_tokens(logits, cfg, u=u_token[reveal])
     new = x.clone()
     new[reveal] = tokens
     return new
