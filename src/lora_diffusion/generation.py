@@ -36,22 +36,26 @@ def generate(
     model.eval()
     backbone = unwrap_backbone(model)
     device = next(model.parameters()).device
-    attn = batch["attention_mask"].to(device)
-    instr = batch.get("instruction_mask")
-    instr = None if instr is None else instr.to(device).bool()
+    per_row = {"attention_mask": batch["attention_mask"].to(device)}
+    if batch.get("instruction_mask") is not None:
+        per_row["instruction_mask"] = batch["instruction_mask"].to(device).bool()
+    if batch.get("task_ids") is not None:  # multi-task serving: each row's own adapter
+        per_row["task_ids"] = batch["task_ids"].to(device)
     gen_mask = batch["generate_mask"].to(device).bool()
     extra = {"perturb": perturb} if perturb is not None else {}
     anchors = anchor_mask(gen_mask)
     recorded = torch.zeros(gen_mask.shape[0], backbone.hidden_size, device=device) if record_anchor else None
 
     def denoise(x_t, steps, select, rows=None):
-        a, i, full_select = attn, instr, select
+        full_select, kw = select, per_row
         if rows is not None and rows.numel() < x_t.shape[0]:  # only rows that need logits
-            x_t, steps, select, a = x_t[rows], steps[rows], select[rows], attn[rows]
-            i = None if instr is None else instr[rows]
+            x_t, steps, select = x_t[rows], steps[rows], select[rows]
+            kw = {k: v[rows] for k, v in per_row.items()}
+        kw = dict(kw)
+        attn = kw.pop("attention_mask")
         if recorded is None:
-            return model(x_t, a, steps, select=select, instruction_mask=i, **extra)
-        logits, hidden = model(x_t, a, steps, select=select, instruction_mask=i, return_hidden=True, **extra)
+            return model(x_t, attn, steps, select=select, **kw, **extra)
+        logits, hidden = model(x_t, attn, steps, select=select, return_hidden=True, **kw, **extra)
         at_anchor = anchors[full_select]  # (N,) in full_select.nonzero() order
         recorded[full_select.nonzero()[at_anchor][:, 0]] = hidden[at_anchor].float()
         return logits
@@ -116,7 +120,8 @@ def denoising_accuracy(model: torch.nn.Module, data, batch_size: int = 32, seed:
         x_t, masked = forward_mask(x0, gmask, mask_probability(schedule, steps, T), backbone.mask_token_id, gen)
         instr = batch.get("instruction_mask")
         logits = model(x_t, batch["attention_mask"].to(device), steps, select=masked,
-                       instruction_mask=None if instr is None else instr.to(device).bool())
+                       instruction_mask=None if instr is None else instr.to(device).bool(),
+                       **({"task_ids": batch["task_ids"].to(device)} if "task_ids" in batch else {}))
         correct += int((logits.argmax(-1) == x0[masked]).sum())
         total += int(masked.sum())
     return {"accuracy": correct / max(total, 1), "masked_tokens": total}

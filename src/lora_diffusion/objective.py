@@ -42,8 +42,10 @@ class DiffusionObjective:
         )
         instr = batch.get("instruction_mask")
         head = head_of(model) if "label" in batch else None
-        out = model(x_t, attn, steps, select=masked, instruction_mask=None if instr is None else instr.bool(),
-                    **({"return_hidden": True} if head is not None else {}))
+        extra = {"task_ids": batch["task_ids"]} if "task_ids" in batch else {}  # mixed-task batches
+        if head is not None:
+            extra["return_hidden"] = True
+        out = model(x_t, attn, steps, select=masked, instruction_mask=None if instr is None else instr.bool(), **extra)
         logits, hidden = out if head is not None else (out, None)
         row_of = masked.nonzero()[:, 0]
         loss = diffusion_loss(

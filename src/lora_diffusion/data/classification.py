@@ -128,6 +128,7 @@ def pad_collate(rows: list[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[st
         for i, r in enumerate(rows):
             out[i, : r[key].shape[0]] = r[key]
         batch[key] = out
-    if "label" in rows[0]:
-        batch["label"] = torch.stack([r["label"] for r in rows])
+    for key in ("label", "task_ids"):  # per-row scalars
+        if key in rows[0]:
+            batch[key] = torch.stack([r[key] for r in rows])
     return batch
