@@ -106,6 +106,15 @@ def _study_parsers(sub) -> None:
     r.add_argument("--study-command", default="", help="the exact command of the study, recorded in the report")
 
 
+def _bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="train step time, memory, generation latency and the performance targets")
+    _common(p)
+    p.add_argument("--base")
+    p.add_argument("--methods", help="comma-separated methods for the training figures")
+    p.add_argument("--rounds", type=int, help="interleaved rounds of each generation timing")
+    p.add_argument("--output-dir")
+
+
 def _plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="PNG of a run's training loss and validation curve")
     p.add_argument("--history", required=True, help="training_history.json of a run")
@@ -124,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _rank_parser(sub)
     _params_parser(sub)
     _study_parsers(sub)
+    _bench_parser(sub)
     sub.add_parser("methods", help="list the registered methods")
     return parser
 
@@ -271,6 +281,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchConfig, run_bench
+
+    overrides = load_pairs(args.overrides)
+    overrides.update(_flag_overrides(args, {"base": "base", "methods": "methods", "rounds": "rounds",
+                                            "output_dir": "output_dir"}))
+    cfg = load_config(BenchConfig, args.config, overrides)
+    result = run_bench(cfg)
+    for t in result["targets"]:
+        print(f"{'met ' if t['met'] else 'MISS'}  {t['target']}: {t['value']:.3f} (bound {t['bound']})")
+    print(f"written: {Path(cfg.output_dir) / 'bench.md'}")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .methods import get_method, registered_methods
 
@@ -300,7 +324,7 @@ def load_pairs(pairs: list[str]) -> dict[str, object]:
 
 COMMANDS = {"pretrain": cmd_pretrain, "eval-base": cmd_eval_base, "demo": cmd_demo, "plot": cmd_plot,
             "finetune": cmd_finetune, "analyze-rank": cmd_analyze_rank, "methods": cmd_methods, "params": cmd_params,
-            "study": cmd_study, "report": cmd_report}
+            "study": cmd_study, "report": cmd_report, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,3 +154,31 @@ def test_percent_of_base_uses_the_base_before_injection(tmp_path):
     assert acc["base_parameters"] == base_count
     assert acc["percent_of_base"] == pytest.approx(100 * _expected_count("adapter") / base_count)
     assert acc["bytes_on_disk"] > 4 * _expected_count("adapter")
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_one_trunk_pass_per_training_step_and_per_reveal_step(name, tokenizer):
+    """No duplicate trunk pass: one per objective call, one per reveal step in generation."""
+    from lora_diffusion.data.classification import SST2, encode_examples, pad_collate
+    from lora_diffusion.diffusion.sampler import SamplerConfig
+    from lora_diffusion.generation import generate
+    from lora_diffusion.objective import DiffusionObjective
+
+    model = _model(name)
+    rows = encode_examples([("a fine film", 1), ("dull", 0), ("so so", 1)], SST2, tokenizer)
+    batch = pad_collate([rows[i] for i in range(3)])
+    calls = []
+    hook = model.backbone.trunk.register_forward_hook(lambda m, a, out: calls.append(1))
+    DiffusionObjective(model.backbone.diffusion)(model.train(), batch, torch.Generator().manual_seed(0))
+    assert len(calls) == 1
+    calls.clear()
+    generate(model, batch, SamplerConfig(num_steps=50), torch.Generator().manual_seed(0))
+    hook.remove()
+    assert 1 <= len(calls) <= 3  # one response token per row: at most one pass per row
+
+
+def test_saved_bases_use_scaled_dot_product_attention(tmp_path):
+    from lora_diffusion.hub import load_base
+
+    save_base(tiny_backbone("bert", seed=0), tmp_path / "base")
+    assert load_base(str(tmp_path / "base")).mlm.config._attn_implementation == "sdpa"

@@ -54,6 +54,11 @@ def test_mixed_batch_equals_each_tasks_rows_alone(tokenizer):
             alone = single(b["input_ids"][rows], b["attention_mask"][rows], steps[rows],
                            instruction_mask=b["instruction_mask"][rows])
         torch.testing.assert_close(mixed[rows], alone, rtol=1e-5, atol=1e-5)
+    select = b["generate_mask"] | (torch.arange(b["input_ids"].shape[1]) == 2)  # 2 positions per row
+    with torch.no_grad():
+        picked = multi(b["input_ids"], b["attention_mask"], steps, select=select,
+                       instruction_mask=b["instruction_mask"], task_ids=b["task_ids"])
+    torch.testing.assert_close(picked, mixed[select], rtol=1e-5, atol=1e-5)
 
 
 def test_mixed_generation_and_training_step(tokenizer, tmp_path):

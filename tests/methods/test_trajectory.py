@@ -154,3 +154,21 @@ def test_bad_trajectory_configs_name_the_field():
             TrajectoryConfig(**kw)
     with pytest.raises(ConfigError, match="hidden size 32"):
         _model(ranks=[64, 8, 8])
+
+
+def test_adapter_at_selected_positions_equals_full_then_selected():
+    from lora_diffusion.methods import TrajectoryConfig
+    from lora_diffusion.methods.trajectory import TrajectoryAdapter
+
+    torch.manual_seed(0)
+    adapter = TrajectoryAdapter(TrajectoryConfig(ranks=[8, 4, 2], time_dim=16, cond_dim=12), 32, 100, 100, 4)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    h = torch.randn(4, 9, 32)
+    steps = torch.tensor([3, 50, 80, 99])
+    instr = torch.zeros(4, 9, dtype=torch.bool)
+    instr[:, 1:4] = True
+    select = torch.rand(4, 9, generator=torch.Generator().manual_seed(1)) < 0.4
+    select[2] = False  # a row with nothing selected
+    torch.testing.assert_close(adapter(h, steps, instr, select=select), adapter(h, steps, instr)[select])

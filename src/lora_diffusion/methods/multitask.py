@@ -45,29 +45,31 @@ class MultiTaskTrajectoryModel(nn.Module):
         return torch.tensor([self.tasks.index(n) for n in names], dtype=torch.long)
 
     def perturb(self, h: Tensor, steps: Tensor, task_ids: Tensor, instruction_mask: Tensor | None,
-                input_ids: Tensor | None) -> Tensor:
-        """h' (B, L, D): each task's rows through that task's adapter, as one group."""
+                input_ids: Tensor | None, select: Tensor | None = None) -> Tensor:
+        """h' (B, L, D), or (N, D) at the ``select`` positions: each task's rows through that
+        task's adapter, as one group."""
         if task_ids.shape != steps.shape or int(task_ids.min()) < 0 or int(task_ids.max()) >= len(self.tasks):
             raise ValueError(f"task_ids must be (B,) ids in 0..{len(self.tasks) - 1}, got {task_ids.tolist()}")
-        out = torch.empty_like(h)
+        out = torch.empty_like(h if select is None else h[select])
+        row_of = None if select is None else select.nonzero()[:, 0]
         for k, adapter in enumerate(self.adapters.values()):
             rows = (task_ids == k).nonzero().squeeze(1)
-            if rows.numel():
-                part = adapter(h[rows], steps[rows], None if instruction_mask is None else instruction_mask[rows],
-                               None if input_ids is None else input_ids[rows])
-                out = out.index_copy(0, rows, part)
+            if not rows.numel():
+                continue
+            part = adapter(h[rows], steps[rows], None if instruction_mask is None else instruction_mask[rows],
+                           None if input_ids is None else input_ids[rows], None if select is None else select[rows])
+            where = rows if select is None else (task_ids[row_of] == k).nonzero().squeeze(1)
+            out = out.index_copy(0, where, part)
         return out
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor, select: Tensor | None = None,
                 instruction_mask: Tensor | None = None, return_hidden: bool = False, task_ids: Tensor | None = None):
         if task_ids is None:
             raise ValueError(f"a multi-task model needs task_ids (one of {self.tasks} per row)")
-
-        def perturb(h: Tensor, s: Tensor) -> Tensor:
-            return self.perturb(h, s, task_ids.to(h.device), instruction_mask, input_ids)
-
-        return self.backbone(input_ids, attention_mask, steps, select=select, perturb=perturb,
-                             return_hidden=return_hidden)
+        hidden = self.backbone.hidden_states(input_ids, attention_mask, steps)  # one trunk pass
+        hidden = self.perturb(hidden, steps, task_ids.to(hidden.device), instruction_mask, input_ids, select)
+        logits = self.backbone.head(hidden)
+        return (logits, hidden) if return_hidden else logits
 
     def regularization(self) -> dict[str, tuple[Tensor, float]]:
         out: dict[str, tuple[Tensor, float]] = {}

@@ -134,18 +134,32 @@ class TrajectoryAdapter(nn.Module):
               input_ids: Tensor | None = None) -> Tensor:
         """delta_t = sigma(t) sum_i g_i(h_t, t, c), each row through the bank of its own phase."""
         phase, e, c = self.condition(h, steps, instruction_mask, input_ids)
+        return self._banked(h, phase, e, c)
+
+    def _banked(self, h: Tensor, phase: Tensor, e: Tensor, c: Tensor) -> Tensor:
+        """sigma_p * bank_p(h, e, c) for each row's phase p: h (N, L, D) -> (N, L, D)."""
         parts, order = [], []
         for p, bank in enumerate(self.banks):
             rows = (phase == p).nonzero().squeeze(1)
             if rows.numel():
                 parts.append(self.sigmas[p] * bank(h[rows], e[rows], c[rows]))
                 order.append(rows)
-        out = torch.cat(parts)  # (B, L, D) in bank order; put rows back in batch order
+        out = torch.cat(parts)  # (N, L, D) in bank order; put rows back in batch order
         return out[torch.argsort(torch.cat(order))].to(h.dtype)
 
     def forward(self, h: Tensor, steps: Tensor, instruction_mask: Tensor | None = None,
-                input_ids: Tensor | None = None) -> Tensor:
-        return h + self.delta(h, steps, instruction_mask, input_ids)
+                input_ids: Tensor | None = None, select: Tensor | None = None) -> Tensor:
+        """h'_t = h_t + delta_t: (B, L, D). With ``select`` (B, L): h'_t only at the selected
+        positions, (N, D) in ``select.nonzero()`` order: the same values (g acts position-wise;
+        only Enc(c) pools over the instruction), computed only where logits are needed."""
+        if select is None:
+            return h + self.delta(h, steps, instruction_mask, input_ids)
+        phase, e, c = self.condition(h, steps, instruction_mask, input_ids)
+        rows = select.nonzero()[:, 0]
+        h_sel = h[select]
+        if rows.numel() == 0:
+            return h_sel
+        return h_sel + self._banked(h_sel[:, None, :], phase[rows], e[rows], c[rows])[:, 0]
 
     def regularizers(self) -> dict[str, Tensor]:
         """R_rank = sum ||W_A^(i)||_* + ||W_B^(i)||_* (sum of singular values) and
@@ -195,11 +209,12 @@ class TrajectoryModel(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor, select: Tensor | None = None,
                 instruction_mask: Tensor | None = None, return_hidden: bool = False):
-        def perturb(h: Tensor, s: Tensor) -> Tensor:
-            return self.adapter(h, s, instruction_mask, input_ids)
-
-        return self.backbone(input_ids, attention_mask, steps, select=select, perturb=perturb,
-                             return_hidden=return_hidden)
+        """Logits at ``select`` (N, V) (every position, (B, L, V), without it): one trunk pass,
+        the adapter at the selected positions only, the frozen output head."""
+        hidden = self.backbone.hidden_states(input_ids, attention_mask, steps)
+        hidden = self.adapter(hidden, steps, instruction_mask, input_ids, select=select)
+        logits = self.backbone.head(hidden)
+        return (logits, hidden) if return_hidden else logits
 
     def regularization(self) -> dict[str, tuple[Tensor, float]]:
         terms = self.adapter.regularizers()

@@ -1,0 +1,79 @@
+"""Targets and the markdown table of a benchmark result (``bench.json`` -> ``bench.md``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .harness import ratio
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the performance issue: measured value, bound, met or not."""
+    out = []
+
+    def add(name: str, value: float, bound: float, unit: str = "x") -> None:
+        out.append({"target": name, "value": value, "bound": bound, "unit": unit, "met": bool(value <= bound)})
+
+    tr, mem, inf = r.get("training", {}), r.get("memory", {}), r["inference"]
+    lat = inf["latency"]
+    if "trajectory" in tr and "full" in tr:
+        add("trajectory train step / full FT", ratio(tr["trajectory"]["median_s"], tr["full"]["median_s"]), 0.40)
+    if "trajectory" in mem and "full" in mem:
+        add("trajectory peak training memory / full FT",
+            ratio(mem["trajectory"]["training_memory_mb"], mem["full"]["training_memory_mb"]), 0.35)
+    add("trajectory generation latency / frozen base", ratio(lat["trajectory"]["median_s"], lat["base"]["median_s"]), 1.02)
+    add("merged weight LoRA generation latency / frozen base",
+        ratio(lat["lora-merged"]["median_s"], lat["base"]["median_s"]), 1.02)
+    add(f"trunk passes per sample (bound: {inf['response_tokens']} response tokens)",
+        inf["trunk_passes"]["event-driven"]["rows_per_sample"], inf["response_tokens"], unit="")
+    add(f"mixed batch of {r['config']['tasks']} adapters / one adapter", inf["multitask"]["ratio"], 1.10)
+    if "trajectory" in tr:
+        add("trajectory adapter file (MB)", tr["trajectory"]["bytes_on_disk"] / 1e6, 5.0, unit=" MB")
+    return out
+
+
+def _fmt(v: float, unit: str) -> str:
+    return f"{v:.3f}{unit}" if unit == "x" else f"{v:.2f}{unit}"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    c, m = r["config"], r["hardware"]
+    lines = ["# Benchmark", "",
+             f"Base `{c['base']}`; machine: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads, "
+             f"CUDA {'yes: ' + m.get('gpu', '') if m['cuda'] else 'no'}; commit `{r.get('git_commit')}`.",
+             "Times are medians of interleaved rounds in one process (read the ratios on a CPU).", "",
+             "## Targets", "", "| target | measured | bound | met |", "|---|---:|---:|---|"]
+    for t in r["targets"]:
+        lines.append(f"| {t['target']} | {_fmt(t['value'], t['unit'])} | {_fmt(t['bound'], t['unit'])} | "
+                     f"{'yes' if t['met'] else '**no**'} |")
+    tr, mem = r.get("training", {}), r.get("memory", {})
+    if tr:
+        full = tr.get("full")
+        lines += ["", f"## Training step (batch {c['train_batch']} x {c['train_length']} tokens)", "",
+                  "| method | trainable | step (s) | vs full | peak RSS (MB) | training memory (MB) | vs full | bytes on disk |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, t in tr.items():
+            mm = mem.get(name, {})
+            ref_mem = mem.get("full", {}).get("training_memory_mb")
+            lines.append(
+                f"| {name} | {t['trainable_parameters']:,} | {t['median_s']:.3f} | "
+                f"{ratio(t['median_s'], full['median_s']) if full else float('nan'):.2f}x | {mm.get('peak_rss_mb', 0):.0f} | "
+                f"{mm.get('training_memory_mb', 0):.0f} | {ratio(mm.get('training_memory_mb', 0), ref_mem or 0):.2f}x | "
+                f"{t['bytes_on_disk']:,} |")
+        lines += ["", "Training memory = peak RSS minus RSS after imports (weights, gradients, optimiser state, "
+                  "activations); each method measured in its own process."]
+    inf = r["inference"]
+    base = inf["latency"]["base"]["median_s"]
+    lines += ["", f"## Generation (batch {c['batch']}, length {c['length']}: {c['prompt']} prompt tokens, "
+              f"{inf['response_tokens']} generated; T = {c['num_steps']})", "",
+              "| configuration | per sample (ms) | vs frozen base |", "|---|---:|---:|"]
+    for name, t in inf["latency"].items():
+        lines.append(f"| {name} | {1000 * t['per_sample_s']:.1f} | {ratio(t['median_s'], base):.3f}x |")
+    lines += ["", "| sampler | trunk calls per batch | trunk passes per sample |", "|---|---:|---:|"]
+    for name, p in inf["trunk_passes"].items():
+        lines.append(f"| {name} | {p['calls']} | {p['rows_per_sample']:.1f} |")
+    mt = inf["multitask"]
+    lines += ["", "## One trunk pass for many tasks", "", "| batch | median (s) |", "|---|---:|"]
+    lines += [f"| {name} | {t['median_s']:.3f} |" for name, t in mt["times"].items()]
+    lines += ["", f"ratio: {mt['ratio']:.3f}x", ""]
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""The benchmark suite: every figure measured in one run on one base, batch and length.
+
+train step time (median, interleaved) and peak training memory (fresh process each) per
+method; generation latency per sample at (batch, length, T) for the frozen base and every
+method; trunk passes per sample; bytes on disk; one- vs many-adapter batches; the targets.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import require, to_dict
+from ..hub import load_base
+from ..methods.accounting import parameter_accounting
+from ..methods.multitask import MultiTaskTrajectoryModel
+from ..methods.persistence import save_method
+from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.repro import provenance
+from .harness import count_trunk_rows, interleaved, ratio
+from .report import markdown, targets
+from .workloads import (
+    INFERENCE_METHODS,
+    generate_fn,
+    generation_batch,
+    method_model,
+    train_batch,
+    train_step_fn,
+)
+
+TRAIN_METHODS = ("full", "trajectory", "lora", "adapter", "bitfit", "prefix")
+
+
+@dataclass
+class BenchConfig:
+    base: str = "minilm"
+    methods: list[str] = field(default_factory=lambda: list(TRAIN_METHODS))
+    method_options: dict[str, Any] = field(default_factory=dict)  # method -> options (defaults otherwise)
+    train_batch: int = 16
+    train_length: int = 128
+    train_rounds: int = 5
+    memory_steps: int = 3
+    batch: int = 8  # generation: the paper's setting
+    length: int = 128
+    prompt: int = 32
+    num_steps: int = 100
+    rounds: int = 3
+    tasks: int = 8  # adapters in the mixed-task batch
+    output_dir: str = "runs/bench"
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(TRAIN_METHODS))
+        require(not unknown, "methods", f"unknown {unknown}; benchmarked methods: {list(TRAIN_METHODS)}")
+        for name in ("train_batch", "train_rounds", "memory_steps", "batch", "num_steps", "rounds", "tasks"):
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(self.train_length >= 8, "train_length", f"must be >= 8, got {self.train_length}")
+        require(1 <= self.prompt <= self.length - 2, "prompt", f"must lie in 1..length-2, got {self.prompt}")
+
+
+def _progress(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def bench_training(backbone, cfg: BenchConfig) -> dict[str, Any]:
+    batch = train_batch(backbone, cfg.train_batch, cfg.train_length)
+    steps = {m: train_step_fn(backbone, m, batch, cfg.method_options) for m in cfg.methods}
+    _progress(f"train steps: {len(steps)} methods x {cfg.train_rounds} rounds (batch {cfg.train_batch} x {cfg.train_length})")
+    times = interleaved(steps, cfg.train_rounds)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for m, step in steps.items():
+            saved = save_method(step.model, Path(tmp) / m)
+            acc = parameter_accounting(step.model, saved)
+            out[m] = {**times[m], "trainable_parameters": acc["trainable_parameters"],
+                      "bytes_on_disk": acc["bytes_on_disk"]}
+    return out
+
+
+def bench_memory(cfg: BenchConfig) -> dict[str, Any]:
+    out = {}
+    for m in cfg.methods:
+        _progress(f"peak training memory: {m} (own process)")
+        cmd = [sys.executable, "-m", "lora_diffusion.bench.memory", "--base", cfg.base, "--method", m,
+               "--batch", str(cfg.train_batch), "--length", str(cfg.train_length), "--steps", str(cfg.memory_steps),
+               "--threads", str(torch.get_num_threads()), "--options", json.dumps(cfg.method_options)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"memory probe for {m} failed:\n{done.stderr[-2000:]}")
+        out[m] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def bench_inference(backbone, cfg: BenchConfig) -> dict[str, Any]:
+    gb = generation_batch(backbone, cfg.batch, cfg.length, cfg.prompt)
+    models = {name: method_model(backbone, name, cfg.method_options) for name in INFERENCE_METHODS}
+    fns = {name: generate_fn(model, gb, cfg.num_steps) for name, model in models.items()}
+    fns["base (step-by-step sampler)"] = generate_fn(models["base"], gb, cfg.num_steps, event_driven=False)
+    _progress(f"generation latency: {len(fns)} configurations x {cfg.rounds} rounds (batch {cfg.batch}, "
+              f"length {cfg.length}, T = {cfg.num_steps})")
+    times = interleaved(fns, cfg.rounds)
+    passes = {}
+    for name, event in (("event-driven", True), ("step-by-step", False)):
+        with count_trunk_rows(models["trajectory"].backbone) as counts:
+            generate_fn(models["trajectory"], gb, cfg.num_steps, event)()
+        passes[name] = {"calls": counts["calls"], "rows_per_sample": counts["rows"] / cfg.batch}
+    out = {name: {**t, "per_sample_s": t["median_s"] / cfg.batch} for name, t in times.items()}
+    return {"latency": out, "trunk_passes": passes, "response_tokens": int(gb["generate_mask"][0].sum()),
+            "multitask": bench_multitask(models["trajectory"], gb, cfg)}
+
+
+def bench_multitask(trajectory, gb, cfg: BenchConfig) -> dict[str, Any]:
+    """One adapter for the whole batch vs ``cfg.tasks`` adapters spread over its rows."""
+    gen = torch.Generator().manual_seed(1)
+    adapters = {}
+    for k in range(cfg.tasks):
+        adapter = copy.deepcopy(trajectory.adapter)
+        with torch.no_grad():
+            for p in adapter.parameters():
+                p.add_(0.01 * torch.randn(p.shape, generator=gen))
+        adapters[f"task{k}"] = adapter
+    multi = MultiTaskTrajectoryModel(trajectory.backbone, adapters).eval()
+    one = dict(gb, task_ids=torch.zeros(cfg.batch, dtype=torch.long))
+    mixed = dict(gb, task_ids=torch.arange(cfg.batch) % cfg.tasks)
+    _progress(f"multi-task serving: 1 vs {cfg.tasks} adapters in one batch")
+    times = interleaved({"one adapter": generate_fn(multi, one, cfg.num_steps),
+                         f"{cfg.tasks} adapters": generate_fn(multi, mixed, cfg.num_steps)}, cfg.rounds)
+    return {"times": times, "ratio": ratio(times[f"{cfg.tasks} adapters"]["median_s"], times["one adapter"]["median_s"])}
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Run the suite, write ``bench.json`` and ``bench.md`` under ``cfg.output_dir``."""
+    backbone = load_base(cfg.base)
+    result: dict[str, Any] = {"config": to_dict(cfg), **provenance(0), "hardware": hardware()}
+    result["training"] = bench_training(backbone, cfg)
+    result["memory"] = bench_memory(cfg)
+    result["inference"] = bench_inference(backbone, cfg)
+    result["targets"] = targets(result)
+    out = Path(cfg.output_dir)
+    atomic_write_json(out / "bench.json", result)
+    atomic_write_text(out / "bench.md", markdown(result))
+    return result
+
+
+def hardware() -> dict[str, Any]:
+    import os
+    import platform
+
+    info = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

@@ -1,0 +1,85 @@
+"""The benchmarked workloads: a training step of any method, and generation at a fixed
+(batch, length, T) with a method active, on real text (the packaged SST-2 sample)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+
+from ..backbone import DiffusionLM
+from ..data.classification import SST2, encode_examples, pad_collate, read_labelled_tsv
+from ..demo import resource
+from ..diffusion.sampler import SamplerConfig
+from ..finetune import build_method_model
+from ..generation import generate
+from ..objective import DiffusionObjective
+
+INFERENCE_METHODS = ("base", "trajectory", "lora", "lora-merged", "adapter", "prefix", "bitfit")
+
+
+def _texts(n: int, per_row: int = 8) -> list[tuple[str, int]]:
+    """n rows of several SST-2 sentences each (long enough to fill any bench length)."""
+    rows = read_labelled_tsv(resource("sst2_train_sample.tsv"), {0, 1})
+    return [(" ".join(r[0] for r in rows[i * per_row:(i + 1) * per_row]), rows[i * per_row][1]) for i in range(n)]
+
+
+def train_batch(backbone: DiffusionLM, batch: int, length: int) -> dict[str, torch.Tensor]:
+    """``batch`` classification rows of exactly ``length`` tokens (instruction truncated)."""
+    data = encode_examples(_texts(batch), SST2, backbone.tokenizer, length)
+    return pad_collate([data[i] for i in range(batch)], backbone.pad_token_id)
+
+
+def generation_batch(backbone: DiffusionLM, batch: int, length: int, prompt: int) -> dict[str, torch.Tensor]:
+    """``batch`` rows of ``length`` tokens: [CLS] + prompt instruction tokens, then
+    ``length - prompt - 1`` response positions to generate."""
+    ids = torch.full((batch, length), backbone.pad_token_id)
+    for i, (text, _) in enumerate(_texts(batch)):
+        toks = backbone.tokenizer(text, add_special_tokens=False)["input_ids"][:prompt]
+        ids[i, 0] = backbone.tokenizer.cls_token_id
+        ids[i, 1:1 + len(toks)] = torch.tensor(toks)
+    positions = torch.arange(length)[None].expand(batch, length)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "instruction_mask": (positions >= 1) & (positions <= prompt),
+            "generate_mask": positions > prompt}
+
+
+def method_model(backbone: DiffusionLM, name: str, options: dict | None = None, seed: int = 0) -> torch.nn.Module:
+    """A fresh copy of the base with method ``name`` applied (``base``: the base itself,
+    ``lora-merged``: weight LoRA folded into the weights); ``options``: method -> its options."""
+    own = copy.deepcopy(backbone)
+    if name == "base":
+        return own.eval()
+    method = "lora" if name == "lora-merged" else name
+    model, _ = build_method_model(own, method, (options or {}).get(method), seed=seed)
+    if name == "lora-merged":
+        model.merge()
+    return model.eval()
+
+
+def train_step_fn(backbone: DiffusionLM, method: str, batch: dict[str, torch.Tensor],
+                  options: dict | None = None) -> Callable[[], float]:
+    """One optimiser step of ``method`` on ``batch`` (denoising loss, backward, AdamW)."""
+    model = method_model(backbone, method, options).train()
+    objective = DiffusionObjective(backbone.diffusion)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    gen = torch.Generator().manual_seed(0)
+
+    def step() -> float:
+        loss, _ = objective(model, batch, gen)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    step.model = model
+    return step
+
+
+def generate_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_steps: int,
+                event_driven: bool = True) -> Callable[[], torch.Tensor]:
+    """Generation of ``batch`` with T = ``num_steps``; the same seed every call, so every
+    method sees the same reveal schedule (the same trunk workload)."""
+    cfg = SamplerConfig(num_steps=num_steps, event_driven=event_driven)
+    return lambda: generate(model, batch, cfg, torch.Generator().manual_seed(0))

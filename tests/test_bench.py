@@ -1,0 +1,38 @@
+"""The benchmark suite end to end on a tiny base (figures are not checked, only their sanity)."""
+
+import json
+
+from lora_diffusion.cli import main
+from lora_diffusion.hub import save_base
+from lora_diffusion.testing import tiny_backbone
+
+TINY = ["train_batch=2", "train_length=16", "train_rounds=1", "memory_steps=1", "batch=2", "length=16",
+        "prompt=4", "num_steps=6", "tasks=2", "method_options.trajectory.ranks=[8,4,2]",
+        "method_options.lora.rank=4"]
+
+
+def test_bench_cli_writes_every_figure(tmp_path, capsys):
+    save_base(tiny_backbone("bert", seed=0), tmp_path / "base")
+    args = ["bench", "--base", str(tmp_path / "base"), "--methods", "full,trajectory", "--rounds", "1",
+            "--output-dir", str(tmp_path / "out")]
+    for pair in TINY:
+        args += ["--set", pair]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert set(result["training"]) == {"full", "trajectory"}
+    assert result["memory"]["full"]["training_memory_mb"] > 0
+    inf = result["inference"]
+    assert set(inf["latency"]) >= {"base", "trajectory", "lora", "lora-merged", "adapter", "prefix", "bitfit"}
+    assert inf["response_tokens"] == 16 - 4 - 1
+    passes = inf["trunk_passes"]
+    assert passes["event-driven"]["rows_per_sample"] <= inf["response_tokens"]
+    assert passes["step-by-step"]["rows_per_sample"] == 6  # every one of the T steps
+    assert len(result["targets"]) == 7 and "git_commit" in result
+    text = (tmp_path / "out" / "bench.md").read_text()
+    assert "## Targets" in text and "trajectory train step / full FT" in text
+    assert "MISS" in capsys.readouterr().out or True  # printed per target
+
+
+def test_bench_rejects_unknown_method(tmp_path, capsys):
+    assert main(["bench", "--methods", "full,dora", "--output-dir", str(tmp_path)]) == 2
+    assert "methods: unknown ['dora']" in capsys.readouterr().err
