@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     start = rss_mb()
     backbone = load_base(args.base)
     loaded = rss_mb()
-    step = train_step_fn(backbone, args.method, train_batch(backbone, args.batch, args.length), json.loads(args.options))
+    step = train_step_fn(backbone, args.method, train_batch(backbone, args.batch, args.length), json.loads(args.options),
+                         copy_base=False)
     for _ in range(args.steps):
         step()
     print(json.dumps({"method": args.method, "rss_start_mb": start, "rss_loaded_mb": loaded, "peak_rss_mb": rss_mb(),

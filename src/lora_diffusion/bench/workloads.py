@@ -45,10 +45,12 @@ def generation_batch(backbone: DiffusionLM, batch: int, length: int, prompt: int
             "generate_mask": positions > prompt}
 
 
-def method_model(backbone: DiffusionLM, name: str, options: dict | None = None, seed: int = 0) -> torch.nn.Module:
-    """A fresh copy of the base with method ``name`` applied (``base``: the base itself,
-    ``lora-merged``: weight LoRA folded into the weights); ``options``: method -> its options."""
-    own = copy.deepcopy(backbone)
+def method_model(backbone: DiffusionLM, name: str, options: dict | None = None, seed: int = 0,
+                 copy_base: bool = True) -> torch.nn.Module:
+    """Method ``name`` applied to a fresh copy of the base (to the base itself with
+    ``copy_base=False``); ``base``: the plain base, ``lora-merged``: weight LoRA folded into
+    the weights; ``options``: method -> its options."""
+    own = copy.deepcopy(backbone) if copy_base else backbone
     if name == "base":
         return own.eval()
     method = "lora" if name == "lora-merged" else name
@@ -59,9 +61,9 @@ def method_model(backbone: DiffusionLM, name: str, options: dict | None = None, 
 
 
 def train_step_fn(backbone: DiffusionLM, method: str, batch: dict[str, torch.Tensor],
-                  options: dict | None = None) -> Callable[[], float]:
+                  options: dict | None = None, copy_base: bool = True) -> Callable[[], float]:
     """One optimiser step of ``method`` on ``batch`` (denoising loss, backward, AdamW)."""
-    model = method_model(backbone, method, options).train()
+    model = method_model(backbone, method, options, copy_base=copy_base).train()
     objective = DiffusionObjective(backbone.diffusion)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     gen = torch.Generator().manual_seed(0)
