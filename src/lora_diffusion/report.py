@@ -65,6 +65,8 @@ def tables(data: dict[str, dict[int, dict[str, Any]]]) -> str:
         lines.append(f"| {m} | {s[0]['steps']} | {sum(x['mean_time_per_step_s'] or 0 for x in s) / len(s):.3f} | "
                      f"{sum(x['peak_memory_mb'] for x in s) / len(s):.0f} | "
                      f"{f'{1000 * sum(lat) / len(lat):.1f}' if lat else '-'} |")
+    lines += ["", "Peak memory is the process's peak RSS, which only grows over the runs a study makes in one "
+              "process; per-method training memory, each method in its own process, is in `lora-diffusion bench`."]
     lines += ["", *statistics_table(data, methods)]
     return "\n".join(lines) + "\n"
 

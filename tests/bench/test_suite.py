@@ -20,7 +20,8 @@ def test_bench_cli_writes_every_figure(tmp_path, capsys):
     assert main(args) == 0
     result = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert set(result["training"]) == {"full", "trajectory"}
-    assert result["memory"]["full"]["training_memory_mb"] > 0
+    mem = result["memory"]["full"]  # a tiny model may not lift the peak above the import-time RSS
+    assert mem["peak_rss_mb"] >= mem["rss_loaded_mb"] > 0 and mem["training_memory_mb"] >= 0
     inf = result["inference"]
     assert set(inf["latency"]) >= {"base", "trajectory", "lora", "lora-merged", "adapter", "prefix", "bitfit"}
     assert inf["response_tokens"] == 16 - 4 - 1

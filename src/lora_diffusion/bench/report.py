@@ -41,7 +41,9 @@ def markdown(r: dict[str, Any]) -> str:
     lines = ["# Benchmark", "",
              f"Base `{c['base']}`; machine: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads, "
              f"CUDA {'yes: ' + m.get('gpu', '') if m['cuda'] else 'no'}; commit `{r.get('git_commit')}`.",
-             "Times are medians of interleaved rounds in one process (read the ratios on a CPU).", "",
+             "Times are medians of interleaved rounds in one process (read the ratios on a CPU).",
+             *[f"The {part} figures are kept from the run at commit `{commit}`." for part, commit in
+               r.get("parts_reused", {}).items()], "",
              "## Targets", "", "| target | measured | bound | met |", "|---|---:|---:|---|"]
     for t in r["targets"]:
         lines.append(f"| {t['target']} | {_fmt(t['value'], t['unit'])} | {_fmt(t['bound'], t['unit'])} | "

@@ -37,6 +37,7 @@ from .workloads import (
 )
 
 TRAIN_METHODS = ("full", "trajectory", "lora", "adapter", "bitfit", "prefix")
+PARTS = ("training", "memory", "inference")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class BenchConfig:
     num_steps: int = 100
     rounds: int = 3
     tasks: int = 8  # adapters in the mixed-task batch
+    parts: list[str] = field(default_factory=lambda: list(PARTS))  # others are kept from bench.json
     output_dir: str = "runs/bench"
 
     def __post_init__(self) -> None:
@@ -63,6 +65,8 @@ class BenchConfig:
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.train_length >= 8, "train_length", f"must be >= 8, got {self.train_length}")
         require(1 <= self.prompt <= self.length - 2, "prompt", f"must lie in 1..length-2, got {self.prompt}")
+        bad = sorted(set(self.parts) - set(PARTS))
+        require(self.parts and not bad, "parts", f"choose from {list(PARTS)}, got {self.parts}")
 
 
 def _progress(msg: str) -> None:
@@ -137,13 +141,19 @@ def bench_multitask(trajectory, gb, cfg: BenchConfig) -> dict[str, Any]:
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the suite, write ``bench.json`` and ``bench.md`` under ``cfg.output_dir``."""
+    out = Path(cfg.output_dir)
+    previous = json.loads((out / "bench.json").read_text()) if (out / "bench.json").is_file() else {}
+    missing = [p for p in PARTS if p not in cfg.parts and p not in previous]
+    if missing:
+        raise ValueError(f"parts {missing} are neither run nor found in {out / 'bench.json'}")
     backbone = load_base(cfg.base)
     result: dict[str, Any] = {"config": to_dict(cfg), **provenance(0), "hardware": hardware()}
-    result["training"] = bench_training(backbone, cfg)
-    result["memory"] = bench_memory(cfg)
-    result["inference"] = bench_inference(backbone, cfg)
+    runners = {"training": lambda: bench_training(backbone, cfg), "memory": lambda: bench_memory(cfg),
+               "inference": lambda: bench_inference(backbone, cfg)}
+    for part in PARTS:
+        result[part] = runners[part]() if part in cfg.parts else previous[part]
+    result["parts_reused"] = {p: previous.get("git_commit") for p in PARTS if p not in cfg.parts}
     result["targets"] = targets(result)
-    out = Path(cfg.output_dir)
     atomic_write_json(out / "bench.json", result)
     atomic_write_text(out / "bench.md", markdown(result))
     return result
