@@ -32,7 +32,7 @@ def test_bench_cli_writes_every_figure(tmp_path, capsys):
     text = (tmp_path / "out" / "bench.md").read_text()
     assert "## Targets" in text and "trajectory train step / full FT" in text
     printed = capsys.readouterr().out
-    assert printed.count("bound") == 7 and "bench.md" in printed
+    assert printed.count("(bound ") == 7 and "bench.md" in printed
 
 
 def test_bench_rejects_unknown_method(tmp_path, capsys):
