@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,9 @@ def one_method(base: str, method: str, batch: int, max_len: int, steps: int, war
     objective = DiffusionObjective(backbone.diffusion)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     gen = torch.Generator().manual_seed(0)
-    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from lora_diffusion.utils.memory import peak_rss_mb, rss_mb
+
+    rss_loaded = rss_mb()
 
     def step() -> None:
         loss, _ = objective(model, b, gen)
@@ -60,8 +61,8 @@ def one_method(base: str, method: str, batch: int, max_len: int, steps: int, war
         "method": method,
         "median_step_s": statistics.median(times),
         "iqr_step_s": statistics.quantiles(times, n=4)[2] - statistics.quantiles(times, n=4)[0],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_after_load_mb": rss_loaded / 1024,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_after_load_mb": rss_loaded,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "tokens_per_batch": int(b["attention_mask"].sum()),
         "torch_threads": torch.get_num_threads(),

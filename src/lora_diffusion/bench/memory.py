@@ -3,32 +3,17 @@
     python -m lora_diffusion.bench.memory --base B --method M --batch 16 --length 128 --steps 3
 
 Prints one JSON line: RSS after imports, after loading the base, and the peak over the
-training steps, in MB (``/proc/self/status`` VmRSS and VmHWM: ``getrusage``'s ru_maxrss
-would carry the parent's peak across fork and exec). Training memory = peak - RSS after
-imports (weights, gradients, optimiser state and activations: what
-``torch.cuda.max_memory_allocated`` counts on a GPU).
+training steps, in MB (``utils.memory``: VmRSS and VmHWM, not the parent-inherited
+ru_maxrss). Training memory = peak - RSS after imports (weights, gradients, optimiser
+state and activations: what ``torch.cuda.max_memory_allocated`` counts on a GPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024  # kB
-    raise RuntimeError(f"/proc/self/status has no {field} (the memory probe needs Linux)")
-
-
-def rss_mb() -> float:
-    return _status_mb("VmRSS")
-
-
-def peak_mb() -> float:
-    return _status_mb("VmHWM")
+from ..utils.memory import peak_rss_mb, rss_mb
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
                          copy_base=False)
     for _ in range(args.steps):
         step()
-    print(json.dumps({"method": args.method, "rss_start_mb": start, "rss_loaded_mb": loaded, "peak_rss_mb": peak_mb(),
-                      "training_memory_mb": peak_mb() - start}))
+    print(json.dumps({"method": args.method, "rss_start_mb": start, "rss_loaded_mb": loaded, "peak_rss_mb": peak_rss_mb(),
+                      "training_memory_mb": peak_rss_mb() - start}))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig, to_dict
 from ..utils.io import atomic_write_json
+from ..utils.memory import peak_rss_mb
 from ..utils.repro import provenance, seed_everything
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 
@@ -64,7 +64,7 @@ def noise_seed(seed: int, step: int, offset: int) -> int:
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return peak_rss_mb()
 
 
 def _allow_new_precision(mixed_precision: str) -> None:
