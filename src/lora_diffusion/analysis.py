@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .data.classification import pad_collate
+from .data.encoding import pad_collate
 from .diffusion import forward_mask, get_schedule, mask_probability
 from .methods.trajectory import PHASES, TrajectoryModel, phase_index
 

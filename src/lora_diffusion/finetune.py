@@ -3,7 +3,6 @@ trainer: base -> method model -> train -> save what the method trained -> accoun
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,16 +10,20 @@ from typing import Any
 import torch
 
 from .backbone import DiffusionLM, unwrap_backbone
-from .config import TrainConfig, require, to_dict
-from .data.classification import encode_examples, pad_collate
-from .data.tasks import TASKS, get_task
-from .generation import denoising_accuracy, generation_accuracy
+from .config import ConfigError, TrainConfig, require, to_dict
+from .data.encoding import EncodedExamples, ResponseFormat, pad_collate, tokenize_examples
+from .data.examples import task_names
+from .data.records import DataFileConfig
+from .data.sources import Prepared, resolve_data, subsample
+from .generation import GenerationOptions, denoising_accuracy
 from .hub import load_base
 from .methods import apply_method, method_config
 from .methods.accounting import parameter_accounting
 from .methods.head import attach_head
 from .methods.persistence import base_fingerprint, save_method
+from .metrics import METRIC_NAMES
 from .objective import DiffusionObjective
+from .scoring import evaluate_encoded, write_predictions
 from .training.checkpoint import list_checkpoints
 from .training.trainer import Trainer
 from .utils.io import atomic_write_json
@@ -49,6 +52,7 @@ def finetune(
     resume: bool = False,
     progress: bool = True,
     run_config: dict[str, Any] | None = None,
+    adapter_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``train_data`` (rows with input/generate/instruction masks), save the
     trained tensors to ``<output_dir>/adapter`` and return the training summary with the
@@ -67,7 +71,7 @@ def finetune(
     )
     summary = trainer.fit(resume=resume)
     if trainer.accelerator.is_main_process:  # one writer under DDP
-        saved = save_method(trainer.unwrapped, out / "adapter", fingerprint)
+        saved = save_method(trainer.unwrapped, out / "adapter", fingerprint, extra=adapter_extra)
         summary["accounting"] = parameter_accounting(trainer.unwrapped, saved)
         atomic_write_json(out / "training_summary.json", summary)
     trainer.accelerator.wait_for_everyone()
@@ -76,18 +80,29 @@ def finetune(
 
 @dataclass
 class FinetuneConfig:
-    """``lora-diffusion finetune``: one method on one task (SST-2 from GLUE TSV files for now)."""
+    """``lora-diffusion finetune``: one method on one task, or on the user's own files.
+
+    Data: a registered ``task`` read from ``data_dir`` (default ``data_root/<task folder>``),
+    or ``data_file`` (JSONL / CSV / TSV, fields and template in ``data``) with an optional
+    ``eval_file``. ``response`` budgets left at 0 take the task's (or, for files, the data's).
+    ``eval_split`` "" is the task's reported split (GLUE dev, TREC / AG News test, ...)."""
 
     base: str = "minilm"
     method: str = "trajectory"
     method_options: dict[str, Any] = field(default_factory=dict)
     task: str = "sst2"
-    data_dir: str = "../shared/data/sst2"
-    eval_split: str = "dev"  # the reported split (TREC and AG News have test instead of dev)
+    data_dir: str = ""
+    data_root: str = "../shared/data"
+    data_file: str = ""
+    eval_file: str = ""
+    data: DataFileConfig = field(default_factory=DataFileConfig)
+    metric: str = ""  # "" = the task's; users' files: accuracy (exact match)
+    eval_split: str = ""
     max_train_rows: int = 0
-    eval_rows: int = 0
+    eval_rows: int = 0  # 0 = all; else a fixed seeded sample (seed 0, the same for every run)
     validation_rows: int = 0  # held out of train (seeded) for model selection; never the reported split
-    max_len: int = 64
+    response: ResponseFormat = field(default_factory=ResponseFormat)
+    sampling: GenerationOptions = field(default_factory=GenerationOptions)
     classification_head: bool = True  # the third accuracy: a linear head trained with the method
     head_loss_weight: float = 1.0
     output_dir: str = "runs/finetune"
@@ -96,13 +111,22 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         method_config(self.method, self.method_options)  # unknown method / bad option fails here
-        require(self.task in TASKS, "task", f"unknown task {self.task!r}; known tasks: {sorted(TASKS)}")
-        require(self.eval_split in ("dev", "test"), "eval_split", f"must be dev or test, got {self.eval_split!r}")
+        require(bool(self.task) or bool(self.data_file) or bool(self.eval_file), "task",
+                "give a task or a data_file")
+        if self.task and not self.data_file:
+            require(self.task in task_names(), "task", f"unknown task {self.task!r}; known tasks: {task_names()}")
+        require(self.metric == "" or self.metric in METRIC_NAMES, "metric",
+                f"unknown metric {self.metric!r}; known: {sorted(METRIC_NAMES)}")
         require(self.max_train_rows >= 0, "max_train_rows", f"must be >= 0, got {self.max_train_rows}")
         require(self.eval_rows >= 0, "eval_rows", f"must be >= 0, got {self.eval_rows}")
         require(self.validation_rows >= 0, "validation_rows", f"must be >= 0, got {self.validation_rows}")
-        require(self.max_len >= 8, "max_len", f"must be >= 8, got {self.max_len}")
         require(self.head_loss_weight >= 0, "head_loss_weight", f"must be >= 0, got {self.head_loss_weight}")
+
+    def data_source(self, tokenizer=None, max_positions: int = 512, need_train: bool = True) -> Prepared:
+        return resolve_data(task="" if self.data_file else self.task, data_dir=self.data_dir,
+                            data_root=self.data_root, data_file=self.data_file, eval_file=self.eval_file,
+                            eval_split=self.eval_split, file_cfg=self.data, metric=self.metric, fmt=self.response,
+                            tokenizer=tokenizer, max_positions=max_positions, need_train=need_train)
 
 
 def split_validation(rows: list, count: int, seed: int) -> tuple[list, list]:
@@ -115,38 +139,63 @@ def split_validation(rows: list, count: int, seed: int) -> tuple[list, list]:
     return [rows[i] for i in order[count:]], [rows[i] for i in order[:count]]
 
 
+def max_positions(backbone: DiffusionLM) -> int:
+    return int(getattr(backbone.mlm.config, "max_position_embeddings", 0) or 512)
+
+
+def encode_for(prepared: Prepared, examples: list, tokenizer, positions: int) -> EncodedExamples:
+    """The one encoder, with the run's format; a row longer than the base's positions is refused."""
+    fmt = prepared.format
+    need = fmt.max_prompt_len + fmt.response_budget + 3
+    if need > positions:
+        raise ConfigError(f"response.max_prompt_len {fmt.max_prompt_len} + response_budget {fmt.response_budget} "
+                          f"+ 3 special tokens = {need} exceeds the base's {positions} positions")
+    return tokenize_examples(examples, tokenizer, fmt, prepared.label_words or None)
+
+
+def task_format(prepared: Prepared, cfg: FinetuneConfig) -> dict[str, Any]:
+    """What ``generate`` / ``evaluate`` need to lay out prompts as in training (saved with the adapter)."""
+    return {**prepared.describe(), "response": to_dict(prepared.format), "data": to_dict(cfg.data),
+            "task": cfg.task if not cfg.data_file else ""}
+
+
 def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Load the base, fine-tune ``cfg.method`` on the task's train split, report generation
-    accuracy on ``cfg.eval_split`` (never used for any choice here: the final checkpoint is reported)."""
-    spec = get_task(cfg.task)
-    task = spec.task
-    train_rows, val_rows = split_validation(spec.load(cfg.data_dir, "train"), cfg.validation_rows, cfg.train.seed)
-    dev_rows = spec.load(cfg.data_dir, cfg.eval_split)
+    """Load the base, fine-tune ``cfg.method`` on the training examples, report the task's
+    metrics on the reported split (never used for any choice here: the final checkpoint is
+    reported) and write the per-example predictions beside ``result.json``."""
     backbone = load_base(cfg.base)
-    train = encode_examples(train_rows[: cfg.max_train_rows or None], task, backbone.tokenizer, cfg.max_len)
-    dev = encode_examples(dev_rows[: cfg.eval_rows or None], task, backbone.tokenizer, cfg.max_len)
-    val = encode_examples(val_rows, task, backbone.tokenizer, cfg.max_len) if val_rows else None
-    model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options, seed=cfg.train.seed,
-                                            num_labels=len(task.verbalizer) if cfg.classification_head else 0,
-                                            head_weight=cfg.head_loss_weight)
+    tok, positions = backbone.tokenizer, max_positions(backbone)
+    prepared = cfg.data_source(tok, positions)
+    seed = cfg.train.seed
+    train_ex, val_ex = split_validation(prepared.train, cfg.validation_rows, seed)
+    train = encode_for(prepared, train_ex[: cfg.max_train_rows or None], tok, positions)
+    dev = encode_for(prepared, subsample(prepared.eval, cfg.eval_rows), tok, positions) if prepared.eval else None
+    val = encode_for(prepared, val_ex, tok, positions) if val_ex else None
+    labels = len(prepared.label_words) if (cfg.classification_head and prepared.kind == "classification") else 0
+    model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options, seed=seed,
+                                            num_labels=labels, head_weight=cfg.head_loss_weight)
     summary = finetune(model, train, cfg.train, cfg.output_dir, fingerprint, resume=resume, progress=progress,
-                       run_config=to_dict(cfg))
+                       run_config=to_dict(cfg), adapter_extra={"task_format": task_format(prepared, cfg)})
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under DDP, rank 0 evaluates and writes
         return {"summary": summary}
-    seed = cfg.train.seed
-    train_probe = encode_examples(train_rows[:1000], task, backbone.tokenizer, cfg.max_len)
-    start = time.perf_counter()
-    dev_generation = generation_accuracy(model, dev, seed=seed)
-    dev_generation["seconds_per_sample"] = (time.perf_counter() - start) / max(len(dev), 1)
-    result = {"config": to_dict(cfg), "train_rows": len(train), "train_truncated": train.truncated,
-              "eval_split": cfg.eval_split, "dev": dev_generation, "dev_rows": len(dev),
-              "dev_denoising": denoising_accuracy(model, dev, seed=seed),
-              "train_denoising": denoising_accuracy(model, train_probe, seed=seed),
-              "summary": summary, **provenance(seed)}
+    sampler = cfg.sampling.sampler(backbone.diffusion.num_steps)
+    bs, out = cfg.sampling.batch_size, Path(cfg.output_dir)
+    probe = encode_for(prepared, train_ex[: 1000 if prepared.kind == "classification" else 200], tok, positions)
+    result = {"config": to_dict(cfg), "task": prepared.describe(), "train_rows": len(train),
+              "train_truncated": train.truncated, "train_truncated_responses": train.truncated_responses,
+              "eval_split": prepared.eval_split, "dev": None, "dev_rows": 0,
+              "train_denoising": denoising_accuracy(model, probe, seed=seed), "summary": summary, **provenance(seed)}
+    if dev is not None:
+        scored = evaluate_encoded(model, dev, prepared.metric, sampler, bs, seed)
+        write_predictions(out / f"predictions_{prepared.eval_split}.jsonl", scored.pop("predictions"))
+        result.update(dev=scored, dev_rows=len(dev), dev_truncated=dev.counts(),
+                      dev_denoising=denoising_accuracy(model, dev, seed=seed))
     if val is not None:
-        result["validation"] = {"generation": generation_accuracy(model, val, seed=seed),
-                                "denoising": denoising_accuracy(model, val, seed=seed), "rows": len(val)}
-    atomic_write_json(Path(cfg.output_dir) / "result.json", result)
+        scored = evaluate_encoded(model, val, prepared.metric, sampler, bs, seed)
+        scored.pop("predictions")
+        result["validation"] = {"generation": scored, "denoising": denoising_accuracy(model, val, seed=seed),
+                                "rows": len(val)}
+    atomic_write_json(out / "result.json", result)
     return result

@@ -10,12 +10,15 @@ position (``methods/head.py``); no extra trunk pass.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .backbone import Perturb, unwrap_backbone
-from .data.classification import pad_collate
+from .config import require
+from .data.encoding import pad_collate, response_tokens
 from .diffusion import get_schedule
-from .diffusion.sampler import SamplerConfig, sample
+from .diffusion.sampler import REMASKING, SamplerConfig, sample
 from .methods.head import anchor_mask, head_of, head_predictions
 
 
@@ -65,37 +68,96 @@ def generate(
     return (out, recorded) if record_anchor else out
 
 
+@dataclass
+class GenerationOptions:
+    """Sampler options as the CLI and configs give them (``--set sampling.remasking=margin``).
+
+    ``remasking``: random (the exact ancestral sampler: each step reveals a uniform random
+    subset, event-driven), low_confidence (LLaDA) or margin (top-2 margin). ``num_steps`` 0:
+    the base's T. ``response_length`` 0: the task's (or the adapter's) response budget."""
+
+    num_steps: int = 0
+    remasking: str = "random"
+    greedy: bool = True
+    temperature: float = 1.0
+    top_k: int = 0
+    block_length: int = 0
+    response_length: int = 0
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.num_steps >= 0, "num_steps", f"must be >= 0, got {self.num_steps}")
+        require(self.remasking in REMASKING, "remasking", f"must be one of {sorted(REMASKING)}, got {self.remasking!r}")
+        require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+        require(self.top_k >= 0, "top_k", f"must be >= 0, got {self.top_k}")
+        require(self.block_length >= 0, "block_length", f"must be >= 0, got {self.block_length}")
+        require(self.response_length >= 0, "response_length", f"must be >= 0, got {self.response_length}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+    def sampler(self, default_steps: int) -> SamplerConfig:
+        return SamplerConfig(num_steps=self.num_steps or default_steps, temperature=self.temperature,
+                             greedy=self.greedy, top_k=self.top_k, strategy=REMASKING[self.remasking],
+                             block_length=self.block_length)
+
+
+@dataclass
+class ReverseRun:
+    """What one reverse-diffusion pass over a data set produced, row by row (data order)."""
+
+    regions: list[list[int]]  # every generate position's token, left to right
+    head_predictions: list[int] | None  # the classification head's label per row, if any
+    seconds: float
+
+
 @torch.no_grad()
-def generation_accuracy(
-    model: torch.nn.Module, data, cfg: SamplerConfig | None = None, batch_size: int = 32, seed: int = 0
-) -> dict[str, float]:
-    """Exact-match accuracy of generated responses over ``data`` rows (with ``input_ids``
-    holding the gold response at ``generate_mask``). Also the fraction of predictions that are
-    a valid label word at all, and, for a model with a classification head and rows with a
-    ``label``, the head's accuracy from the same reverse run (``head_accuracy``)."""
+def reverse_run(model: torch.nn.Module, data, cfg: SamplerConfig | None = None, batch_size: int = 32,
+                seed: int = 0) -> ReverseRun:
+    """Generate every row's response region from all-[MASK] (the method active at every
+    step); with a classification head and labelled rows, also read the head from the same run."""
+    import time
+
     backbone = unwrap_backbone(model)
     cfg = cfg or SamplerConfig(num_steps=backbone.diffusion.num_steps, greedy=True)
-    label_tokens = set(getattr(data, "label_token_ids", {}).values())
     head = head_of(model) if len(data) and "label" in data[0] else None
     gen = torch.Generator().manual_seed(seed)
-    correct = valid = total = head_correct = 0
-    for start in range(0, len(data), batch_size):
-        rows = [data[i] for i in range(start, min(start + batch_size, len(data)))]
-        batch = pad_collate(rows, backbone.pad_token_id)
+    regions: list[list[int]] = []
+    heads: list[int] = []
+    start = time.perf_counter()
+    for lo in range(0, len(data), batch_size):
+        batch = pad_collate([data[i] for i in range(lo, min(lo + batch_size, len(data)))], backbone.pad_token_id)
         if head is None:
             out = generate(model, batch, cfg, gen).cpu()
         else:
             out, anchor_hidden = generate(model, batch, cfg, gen, record_anchor=True)
             out = out.cpu()
-            head_correct += int((head_predictions(head, anchor_hidden).cpu() == batch["label"]).sum())
-        gmask = batch["generate_mask"]
-        for i in range(out.shape[0]):
-            pred, gold = out[i][gmask[i]], batch["input_ids"][i][gmask[i]]
-            correct += bool(torch.equal(pred, gold))
-            valid += bool(label_tokens) and all(int(t) in label_tokens for t in pred)
-            total += 1
+            heads += head_predictions(head, anchor_hidden).cpu().tolist()
+        regions += response_tokens(out, batch["generate_mask"], None)
+    return ReverseRun(regions, heads if head is not None else None, time.perf_counter() - start)
+
+
+def generation_accuracy(
+    model: torch.nn.Module, data, cfg: SamplerConfig | None = None, batch_size: int = 32, seed: int = 0,
+    run: ReverseRun | None = None,
+) -> dict[str, float]:
+    """Exact-match accuracy of generated responses over ``data`` rows (with ``input_ids``
+    holding the gold response at ``generate_mask``): a row is right only if its whole response
+    region equals the gold one. Also the fraction of predictions that are a valid label word
+    at all, and, for a model with a classification head and rows with a ``label``, the head's
+    accuracy from the same reverse run (``head_accuracy``). ``run``: score an existing pass."""
+    run = run or reverse_run(model, data, cfg, batch_size, seed)
+    label_tokens = set(getattr(data, "label_token_ids", {}).values())
+    correct = valid = head_correct = 0
+    for i, pred in enumerate(run.regions):
+        row = data[i]
+        gold = row["input_ids"][row["generate_mask"].bool()].tolist()
+        correct += pred == gold
+        valid += bool(label_tokens) and all(t in label_tokens for t in pred)
+        if run.head_predictions is not None:
+            head_correct += run.head_predictions[i] == int(row["label"])
+    total = len(run.regions)
     result = {"accuracy": correct / max(total, 1), "valid_label_rate": valid / max(total, 1), "examples": total}
-    if head is not None:
+    if run.head_predictions is not None:
         result["head_accuracy"] = head_correct / max(total, 1)
     return result
 

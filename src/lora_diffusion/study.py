@@ -33,7 +33,6 @@ class StudyConfig:
     max_train_rows: int = 0
     validation_rows: int = 500
     eval_rows: int = 0
-    max_len: int = 64
     classification_head: bool = True
     head_loss_weight: float = 1.0
     output_dir: str = "runs/study"
@@ -54,7 +53,7 @@ class StudyConfig:
             base=self.base, method=method, method_options=dict(self.method_options.get(method, {})),
             task=self.task, data_dir=self.data_dir, eval_split=self.eval_split,
             max_train_rows=self.max_train_rows, validation_rows=self.validation_rows, eval_rows=self.eval_rows,
-            max_len=self.max_len, classification_head=self.classification_head,
+            classification_head=self.classification_head,
             head_loss_weight=self.head_loss_weight, output_dir=str(self.run_dir(method, seed)), train=train)
 
     def run_dir(self, method: str, seed: int) -> Path:

@@ -6,9 +6,9 @@ from lora_diffusion.data.classification import (
     ClassificationTask,
     DataError,
     encode_examples,
-    pad_collate,
     read_labelled_tsv,
 )
+from lora_diffusion.data.encoding import pad_collate
 
 
 def test_read_tsv_errors_name_file_and_line(tmp_path):
@@ -31,6 +31,8 @@ def test_encoding_layout_and_single_token_labels(tokenizer):
     assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
     assert gen.sum() == 1 and tokenizer.decode(ids[gen]) == "positive"
     assert data.truncated == 1 and data[1]["input_ids"].shape[0] == 32
+    # an over-long prompt loses its middle: the template's closing words survive
+    assert tokenizer.decode(data[1]["input_ids"][data[1]["instruction_mask"]]).endswith("dull dull sentiment :")
     batch = pad_collate([data[0], data[1]], pad_id=0)
     assert batch["input_ids"].shape == (2, 32) and not batch["generate_mask"][0, ids.shape[0]:].any()
     assert torch.equal(batch["label"], torch.tensor([1, 0]))

@@ -1,7 +1,11 @@
+import string
+
 import pytest
 
-from lora_diffusion.data.classification import DataError, encode_examples, label_token_ids
-from lora_diffusion.data.tasks import TASKS, get_task
+from lora_diffusion.data.encoding import ResponseFormat, label_token_ids, tokenize_examples
+from lora_diffusion.data.examples import DataError, Example, get_task, task_names
+
+CLASSIFICATION = [n for n in task_names() if get_task(n).kind == "classification"]
 
 # (task, folder under ../shared/data, split, expected rows): counts from the data README / files
 SHARED = [
@@ -15,25 +19,28 @@ SHARED = [
 
 @pytest.mark.parametrize("name, folder, split, count", SHARED)
 def test_real_files_load_with_known_row_counts(shared_data, name, folder, split, count):
-    rows = get_task(name).load(shared_data / folder, split)
-    assert len(rows) == count
-    n_labels = len(TASKS[name].task.verbalizer)
-    assert {label for _, label in rows} == set(range(n_labels))
+    spec = get_task(name)
+    rows = spec.load(shared_data / folder, split)
+    assert len(rows) == count and spec.data_subdir == folder
+    assert {ex.label for ex in rows} == set(range(len(spec.label_words)))
+    assert all(ex.response == spec.label_words[ex.label] for ex in rows[:50])
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", CLASSIFICATION)
 def test_templates_and_single_token_verbalisers_round_trip(name, tokenizer):
-    task = TASKS[name].task
-    ids = label_token_ids(task, tokenizer)  # raises unless every label word is one token
+    spec = get_task(name)
+    ids = label_token_ids(spec.label_words, tokenizer)  # raises unless every label word is one token
     assert len(set(ids.values())) == len(ids)
-    texts = ("the first text", "the second text")
-    data = encode_examples([(texts, label) for label in task.verbalizer], task, tokenizer)
-    for i, label in enumerate(task.verbalizer):
+    fields = list(dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(spec.template) if f))
+    prompt = spec.template.format(**dict(zip(fields, ["the first text", "the second text"])))
+    examples = [Example(prompt, word, label=label) for label, word in spec.label_words.items()]
+    data = tokenize_examples(examples, tokenizer, ResponseFormat(1, spec.max_prompt_len), spec.label_words)
+    for i, label in enumerate(spec.label_words):
         row = data[i]
         assert row["generate_mask"].sum() == 1  # same response length for every label: no leak
-        assert tokenizer.decode(row["input_ids"][row["generate_mask"]]) == task.verbalizer[label]
+        assert tokenizer.decode(row["input_ids"][row["generate_mask"]]) == spec.label_words[label]
         instr = tokenizer.decode(row["input_ids"][row["instruction_mask"]])
-        assert "the first text" in instr and ("{b}" not in task.template or "the second text" in instr)
+        assert "the first text" in instr and (len(fields) < 2 or "the second text" in instr)
     lengths = {int(data[i]["input_ids"].shape[0]) for i in range(len(data))}
     assert len(lengths) == 1
 

@@ -89,7 +89,8 @@ def test_inverse_cdf_draw_by_hand():
 
 
 def test_trajectory_model_event_driven_equals_step_by_step(tokenizer):
-    from lora_diffusion.data.classification import SST2, encode_examples, pad_collate
+    from lora_diffusion.data.classification import SST2, encode_examples
+    from lora_diffusion.data.encoding import pad_collate
     from lora_diffusion.finetune import build_method_model
     from lora_diffusion.generation import generate
     from lora_diffusion.testing import tiny_backbone

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from lora_diffusion.data.classification import SST2, encode_examples, pad_collate
+from lora_diffusion.data.classification import SST2, encode_examples
+from lora_diffusion.data.encoding import pad_collate
 from lora_diffusion.diffusion.sampler import SamplerConfig
 from lora_diffusion.finetune import build_method_model
 from lora_diffusion.generation import generate, generation_accuracy

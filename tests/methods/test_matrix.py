@@ -159,7 +159,8 @@ def test_percent_of_base_uses_the_base_before_injection(tmp_path):
 @pytest.mark.parametrize("name", METHODS)
 def test_one_trunk_pass_per_training_step_and_per_reveal_step(name, tokenizer):
     """No duplicate trunk pass: one per objective call, one per reveal step in generation."""
-    from lora_diffusion.data.classification import SST2, encode_examples, pad_collate
+    from lora_diffusion.data.classification import SST2, encode_examples
+    from lora_diffusion.data.encoding import pad_collate
     from lora_diffusion.diffusion.sampler import SamplerConfig
     from lora_diffusion.generation import generate
     from lora_diffusion.objective import DiffusionObjective

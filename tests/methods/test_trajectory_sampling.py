@@ -4,7 +4,8 @@ import torch
 
 from lora_diffusion.cli import main
 from lora_diffusion.config import TrainConfig
-from lora_diffusion.data.classification import SST2, encode_examples, pad_collate, read_labelled_tsv
+from lora_diffusion.data.classification import SST2, encode_examples, read_labelled_tsv
+from lora_diffusion.data.encoding import pad_collate
 from lora_diffusion.demo import resource
 from lora_diffusion.diffusion.sampler import SamplerConfig
 from lora_diffusion.finetune import build_method_model, finetune

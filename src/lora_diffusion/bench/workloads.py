@@ -9,7 +9,8 @@ from collections.abc import Callable
 import torch
 
 from ..backbone import DiffusionLM
-from ..data.classification import SST2, encode_examples, pad_collate, read_labelled_tsv
+from ..data.classification import SST2, encode_examples, read_labelled_tsv
+from ..data.encoding import pad_collate
 from ..demo import resource
 from ..diffusion.sampler import SamplerConfig
 from ..finetune import build_method_model

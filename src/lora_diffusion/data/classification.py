@@ -9,14 +9,13 @@ Every label word of a task must be exactly one token (no label-length leak).
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from .encoding import EncodedExamples, ResponseFormat, tokenize_examples
+from .examples import DataError, Example
 
-
-class DataError(ValueError):
-    """A data file is missing or malformed; the message names file and line."""
+__all__ = ["ClassificationTask", "DataError", "SST2", "encode_examples", "read_labelled_tsv"]
 
 
 @dataclass(frozen=True)
@@ -61,74 +60,11 @@ def read_labelled_tsv(path: str | Path, labels: set[int], header: bool = True) -
     return rows
 
 
-@dataclass
-class EncodedExamples(torch.utils.data.Dataset):
-    """Variable-length rows; ``pad_collate`` batches them."""
-
-    rows: list[dict[str, torch.Tensor]]
-    truncated: int = 0
-    label_token_ids: dict[int, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return self.rows[i]
-
-
-def label_token_ids(task: ClassificationTask, tokenizer) -> dict[int, int]:
-    """Label id -> its single token id; a multi-token label word is refused."""
-    out = {}
-    for label, word in task.verbalizer.items():
-        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ValueError(
-                f"task {task.name}: label word {word!r} is {len(ids)} tokens {ids}; "
-                "label words must be single tokens so the response length does not leak the label"
-            )
-        out[label] = ids[0]
-    return out
-
-
 def encode_examples(
     rows: list[tuple[str | tuple[str, ...], int]], task: ClassificationTask, tokenizer, max_len: int = 64
 ) -> EncodedExamples:
-    """Tokenize rows into [CLS] c [SEP] label [SEP]; over-long instructions are truncated
-    (from the right) and counted."""
-    label_ids = label_token_ids(task, tokenizer)
-    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    budget = max_len - 4
-    out, truncated = [], 0
-    for text, label in rows:
-        instr = tokenizer(task.instruction(text), add_special_tokens=False)["input_ids"]
-        if len(instr) > budget:
-            truncated += 1
-            instr = instr[:budget]
-        ids = [cls_id, *instr, sep_id, label_ids[label], sep_id]
-        gen = [False] * len(ids)
-        gen[-2] = True
-        instr_mask = [False] + [True] * len(instr) + [False] * 3
-        out.append({
-            "input_ids": torch.tensor(ids),
-            "attention_mask": torch.ones(len(ids), dtype=torch.long),
-            "generate_mask": torch.tensor(gen),
-            "instruction_mask": torch.tensor(instr_mask),
-            "label": torch.tensor(label),
-        })
-    return EncodedExamples(out, truncated, label_ids)
-
-
-def pad_collate(rows: list[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Right-pad a list of rows to the longest; padding has attention 0 and is never generated."""
-    length = max(r["input_ids"].shape[0] for r in rows)
-    batch: dict[str, torch.Tensor] = {}
-    keys = [("input_ids", pad_id), ("attention_mask", 0), ("generate_mask", False), ("instruction_mask", False)]
-    for key, fill in (kv for kv in keys if kv[0] in rows[0]):
-        out = torch.full((len(rows), length), fill, dtype=rows[0][key].dtype)
-        for i, r in enumerate(rows):
-            out[i, : r[key].shape[0]] = r[key]
-        batch[key] = out
-    for key in ("label", "task_ids"):  # per-row scalars
-        if key in rows[0]:
-            batch[key] = torch.stack([r[key] for r in rows])
-    return batch
+    """(text(s), label) rows -> Examples -> the one encoder (``encoding.tokenize_examples``):
+    [CLS] c [SEP] label [SEP], prompts cut to ``max_len - 4`` tokens (counted)."""
+    examples = [Example(task.instruction(text), task.verbalizer[label], label=label) for text, label in rows]
+    fmt = ResponseFormat(response_budget=1, max_prompt_len=max_len - 4)
+    return tokenize_examples(examples, tokenizer, fmt, label_words=task.verbalizer)

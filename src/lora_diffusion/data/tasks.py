@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from .classification import ClassificationTask, DataError
+from .classification import SST2, ClassificationTask
+from .examples import DataError, Example, TaskSpec, register_task
 
 Row = tuple[tuple[str, ...], int]
 
@@ -68,15 +68,19 @@ def _names(names: dict[str, int]) -> Callable[[str], int]:
     return lambda raw: names[raw]
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    task: ClassificationTask
-    splits: dict[str, Callable[[Path], list[Row]]]  # split -> reader of the task directory
+def _classification(task: ClassificationTask, splits: dict[str, Callable[[Path], list[Row]]], subdir: str,
+                    eval_split: str = "dev", notes: str = "") -> TaskSpec:
+    """Register a classification task: each split's (texts, label) rows become Examples whose
+    prompt is the template filled in and whose response is the label word."""
 
-    def load(self, directory: str | Path, split: str) -> list[Row]:
-        if split not in self.splits:
-            raise DataError(f"task {self.task.name} has no {split!r} split here; splits: {sorted(self.splits)}")
-        return self.splits[split](Path(directory))
+    def examples(reader: Callable[[Path], list[Row]]) -> Callable[[Path], list[Example]]:
+        return lambda d: [Example(task.instruction(texts), task.verbalizer[label], label=label)
+                          for texts, label in reader(d)]
+
+    return register_task(TaskSpec(
+        name=task.name, kind="classification", splits={k: examples(v) for k, v in splits.items()},
+        metric="accuracy", response_budget=1, max_prompt_len=60, data_subdir=subdir, eval_split=eval_split,
+        label_words=dict(task.verbalizer), template=task.template, notes=notes))
 
 
 def _tsv(name: str, cols: tuple[int, ...], label: int, conv, header: bool = True):
@@ -90,36 +94,27 @@ def _csv(name: str, cols: tuple[int, ...], label: int, conv):
 ENTAIL = {"entailment": 0, "not_entailment": 1}
 AG = {"World": 0, "Sports": 1, "Business": 2, "Sci/Tech": 3}
 
-TASKS: dict[str, TaskSpec] = {
-    "sst2": TaskSpec(
-        ClassificationTask("sst2", "review: {a} sentiment:", {0: "negative", 1: "positive"}),
-        {"train": _tsv("train.tsv", (0,), 1, _ints(2)), "dev": _tsv("dev.tsv", (0,), 1, _ints(2))}),
-    "trec": TaskSpec(
-        ClassificationTask("trec", "question: {a} answer type:", {0: "description", 1: "entity", 2: "abbreviation",
-                                                                  3: "human", 4: "location", 5: "number"}),
-        {"train": _csv("train.csv", (1,), 0, _ints(6)), "test": _csv("test.csv", (1,), 0, _ints(6))}),
-    "ag_news": TaskSpec(
-        ClassificationTask("ag_news", "news: {a} topic:", {0: "world", 1: "sports", 2: "business", 3: "science"}),
-        {"train": lambda d: read_table(d / "train_subset10k_alps.tsv", "\t", (0,), 1, _names(AG), False),
-         "test": _csv("test.csv", (1, 2), 0, _ints(4, offset=1))}),
-    "mrpc": TaskSpec(
-        ClassificationTask("mrpc", "sentence one: {a} sentence two: {b} same meaning:", {0: "no", 1: "yes"}),
-        {"train": _tsv("train.tsv", (3, 4), 0, _ints(2)), "dev": _tsv("dev.tsv", (3, 4), 0, _ints(2))}),
-    "rte": TaskSpec(
-        ClassificationTask("rte", "premise: {a} hypothesis: {b} entailed:", {0: "yes", 1: "no"}),
-        {"train": _tsv("train.tsv", (1, 2), 3, _names(ENTAIL)), "dev": _tsv("dev.tsv", (1, 2), 3, _names(ENTAIL))}),
-    "cola": TaskSpec(
-        ClassificationTask("cola", "sentence: {a} grammar:", {0: "unacceptable", 1: "acceptable"}),
-        {"train": _tsv("train.tsv", (3,), 1, _ints(2), header=False),
-         "dev": _tsv("dev.tsv", (3,), 1, _ints(2), header=False)}),
-    "qnli": TaskSpec(
-        ClassificationTask("qnli", "question: {a} sentence: {b} answers:", {0: "yes", 1: "no"}),
-        {"dev": _tsv("dev.tsv", (1, 2), 3, _names(ENTAIL))}),
-}
-
-
-def get_task(name: str) -> TaskSpec:
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise DataError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}") from None
+_classification(SST2, {"train": _tsv("train.tsv", (0,), 1, _ints(2)), "dev": _tsv("dev.tsv", (0,), 1, _ints(2))}, "sst2")
+_classification(
+    ClassificationTask("trec", "question: {a} answer type:", {0: "description", 1: "entity", 2: "abbreviation",
+                                                              3: "human", 4: "location", 5: "number"}),
+    {"train": _csv("train.csv", (1,), 0, _ints(6)), "test": _csv("test.csv", (1,), 0, _ints(6))}, "trec", "test")
+_classification(
+    ClassificationTask("ag_news", "news: {a} topic:", {0: "world", 1: "sports", 2: "business", 3: "science"}),
+    {"train": lambda d: read_table(d / "train_subset10k_alps.tsv", "\t", (0,), 1, _names(AG), False),
+     "test": _csv("test.csv", (1, 2), 0, _ints(4, offset=1))}, "ag_news", "test",
+    notes="train: the 10,001-row subset (description only); test: all 7,600 rows (title and description)")
+_classification(
+    ClassificationTask("mrpc", "sentence one: {a} sentence two: {b} same meaning:", {0: "no", 1: "yes"}),
+    {"train": _tsv("train.tsv", (3, 4), 0, _ints(2)), "dev": _tsv("dev.tsv", (3, 4), 0, _ints(2))}, "glue/MRPC")
+_classification(
+    ClassificationTask("rte", "premise: {a} hypothesis: {b} entailed:", {0: "yes", 1: "no"}),
+    {"train": _tsv("train.tsv", (1, 2), 3, _names(ENTAIL)), "dev": _tsv("dev.tsv", (1, 2), 3, _names(ENTAIL))},
+    "glue/RTE")
+_classification(
+    ClassificationTask("cola", "sentence: {a} grammar:", {0: "unacceptable", 1: "acceptable"}),
+    {"train": _tsv("train.tsv", (3,), 1, _ints(2), header=False),
+     "dev": _tsv("dev.tsv", (3,), 1, _ints(2), header=False)}, "glue/CoLA")
+_classification(
+    ClassificationTask("qnli", "question: {a} sentence: {b} answers:", {0: "yes", 1: "no"}),
+    {"dev": _tsv("dev.tsv", (1, 2), 3, _names(ENTAIL))}, "glue/QNLI", notes="dev only here (no train split)")

@@ -4,7 +4,10 @@ Start with every response position set to [MASK]; for s = T..1 reveal each still
 position with probability p_s = (alpha_{s-1} - alpha_s) / (1 - alpha_s), drawing its token
 from the model's prediction at step s. p_1 = 1, so nothing stays masked. Alternatives:
 LLaDA's low-confidence remasking (reveal the most confident predictions, as many per step
-as the schedule expects) and semi-autoregressive blocks (left to right, each its own run).
+as the schedule expects), margin remasking (the same, ranked by the margin p_top1 - p_top2
+between the two most probable tokens, as in Dream / Kim et al. 2025) and semi-autoregressive
+blocks (left to right, each its own run). "random" remasking is the ancestral sampler: the
+positions revealed at each step are a uniform random subset.
 
 The model is a callable ``denoise(x_t (B, L), steps (B,), select (B, L), rows) -> logits (N, V)``
 giving logits at the ``select`` positions (in ``select.nonzero()`` order); ``rows`` (R,) lists
@@ -33,7 +36,8 @@ from .schedules import Schedule, alpha_at_step
 
 Tensor = torch.Tensor
 Denoise = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
-STRATEGIES = ("ancestral", "low_confidence")
+STRATEGIES = ("ancestral", "low_confidence", "margin")
+REMASKING = {"random": "ancestral", "low_confidence": "low_confidence", "margin": "margin"}  # CLI names
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,13 @@ class SamplerConfig:
 
 
 def draw_tokens(logits: Tensor, cfg: SamplerConfig, generator: torch.Generator | None = None,
-                u: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                u: Tensor | None = None, margin: bool = False) -> tuple[Tensor, Tensor]:
     """Token and its probability for each row of logits (N, V): greedy (argmax) when
     ``cfg.greedy`` or temperature 0, else a draw from softmax(logits / temperature) restricted
     to the ``top_k`` largest logits (0 = all): by inverse CDF from the given uniforms ``u`` (N,),
     token = min{v : sum_{w <= v} p_w > u}, or else from ``generator``.
-    Returns (tokens (N,), confidence (N,))."""
+    Returns (tokens (N,), confidence (N,)): the drawn token's probability, or with ``margin``
+    the gap p_(1) - p_(2) between the two largest probabilities."""
     logits = logits.float()
     if cfg.top_k:
         kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
@@ -81,6 +86,10 @@ def draw_tokens(logits: Tensor, cfg: SamplerConfig, generator: torch.Generator |
             tokens = tokens.clamp(max=logits.shape[-1] - 1)
         else:
             tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    if margin:
+        top2 = torch.topk(probs, min(2, probs.shape[-1]), dim=-1).values
+        gap = top2[:, 0] - (top2[:, 1] if top2.shape[-1] > 1 else 0.0)
+        return tokens, gap
     return tokens, probs.gather(-1, tokens[:, None]).squeeze(-1)
 
 
@@ -184,10 +193,10 @@ def _ancestral_step(denoise, x, reveal, still, t, cfg, u_token) -> Tensor:
 
 def _confidence_step(denoise, x, still, active, s, local_steps, t, schedule, cfg, generator) -> Tensor:
     """LLaDA low-confidence remasking: predict every masked position, keep the ``quota`` most
-    confident predictions per row and leave the rest masked."""
+    confident predictions per row (by probability, or by top-2 margin) and leave the rest masked."""
     steps = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
     logits = denoise(x, steps, still, still.any(1).nonzero().squeeze(1))
-    tokens, conf = draw_tokens(logits, cfg, generator)
+    tokens, conf = draw_tokens(logits, cfg, generator, margin=cfg.strategy == "margin")
     score = torch.full(x.shape, float("-inf"), device=x.device)
     score[still] = conf
     proposal = x.clone()
