@@ -194,6 +194,21 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+def defaults_tree(cls: type) -> dict[str, Any]:
+    """The defaults of ``cls`` as a nested dict, without validating them (a command whose
+    required fields have empty defaults validates only once its values are in)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
@@ -208,7 +223,7 @@ def load_config(
 ) -> T:
     """Defaults of ``cls`` <- YAML file ``path`` <- ``overrides`` (``{"train.lr": 3e-4}`` or
     ``["train.lr=3e-4"]``). Validation runs once on the merged result."""
-    tree = to_dict(cls())
+    tree = defaults_tree(cls)
     if path is not None:
         path = Path(path)
         if not path.is_file():

@@ -82,7 +82,11 @@ def run_demo(base: str | None = None, output_dir: str | None = None, steps: int 
     model, fingerprint = build_method_model(model, DEMO_METHOD, {**DEMO_METHOD_OPTIONS, **(method_options or {})}, seed=seed)
     cfg = TrainConfig(max_steps=steps or DEMO_FINETUNE_STEPS, lr=DEMO_LR, warmup_steps=15, batch_size=16,
                       micro_batch_size=16, save_every=0, log_every=10, seed=seed)
-    summary = finetune(model, train, cfg, out, fingerprint, run_config={"base": base_path})
+    task_format = {"task": "sst2", "name": "sst2", "kind": "classification", "metric": "accuracy",
+                   "template": SST2.template, "label_words": {str(k): v for k, v in SST2.verbalizer.items()},
+                   "response": to_dict(train.format)}
+    summary = finetune(model, train, cfg, out, fingerprint, run_config={"base": base_path},
+                       adapter_extra={"task_format": task_format})
     after = generation_accuracy(model, dev, seed=seed)
     method = DEMO_METHOD
     result = {

@@ -14,7 +14,7 @@ import torch
 
 TRACKED_PACKAGES = (
     "torch", "transformers", "accelerate", "peft", "safetensors", "datasets",
-    "numpy", "scipy", "lora-diffusion",
+    "numpy", "scipy", "sacrebleu", "rouge-score", "pycocoevalcap", "lora-diffusion",
 )
 
 

@@ -1,0 +1,68 @@
+"""``finetune``: one method on a registered task or on the user's own files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import load_config
+from .common import add_common, flag_overrides, load_pairs
+
+
+def add_data_file_flags(p: argparse.ArgumentParser, prefix: str = "data.") -> None:
+    """Field names, template and bad-row policy of users' files (``DataFileConfig``)."""
+    g = p.add_argument_group("users' files (JSONL, CSV or TSV)")
+    g.add_argument("--prompt-field", dest=f"{prefix}prompt_field", metavar="NAME", help="default: prompt")
+    g.add_argument("--response-field", dest=f"{prefix}response_field", metavar="NAME", help="default: response")
+    g.add_argument("--template", dest=f"{prefix}template", metavar="TEXT",
+                   help="prompt template over the record's fields, e.g. 'question: {question} answer:' "
+                   "(generate --prompt: over {prompt})")
+    g.add_argument("--skip-bad-rows", action="store_const", const=True, dest=f"{prefix}skip_bad_rows",
+                   help="skip malformed rows (counted) instead of failing at the first")
+
+
+def _finetune_parser(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune one registered method on a task or on your own data")
+    add_common(p)
+    p.add_argument("--method", help="a registered method (see `lora-diffusion methods`)")
+    p.add_argument("--base", help="base diffusion LM directory (e.g. runs/pretrain/model), hub id or 'minilm'")
+    p.add_argument("--task", help="a registered task (sst2, squad, gsm8k, xsum, ...; see README)")
+    p.add_argument("--data-dir", help="the task's folder (default: --data-root/<the task's folder>)")
+    p.add_argument("--data-root", help="where the task folders live (default ../shared/data)")
+    p.add_argument("--data-file", help="your training file: JSONL, CSV or TSV with prompt/response fields")
+    p.add_argument("--eval-file", help="your evaluation file, same layout")
+    p.add_argument("--metric", help="metric for --data-file runs (default accuracy = exact match)")
+    add_data_file_flags(p)
+    p.add_argument("--output-dir")
+    p.add_argument("--steps", type=int, dest="train.max_steps")
+    p.add_argument("--lr", type=float, dest="train.lr")
+    p.add_argument("--seed", type=int, dest="train.seed")
+    p.add_argument("--resume", action="store_true")
+
+
+FLAGS = {"method": "method", "task": "task", "base": "base", "data_dir": "data_dir", "data_root": "data_root",
+         "data_file": "data_file", "eval_file": "eval_file", "metric": "metric", "output_dir": "output_dir",
+         "train.max_steps": "train.max_steps", "train.lr": "train.lr", "train.seed": "train.seed"}
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from ..finetune import FinetuneConfig, run_finetune
+
+    overrides = load_pairs(args.overrides)
+    overrides.update(flag_overrides(args, FLAGS))
+    overrides.update({k: v for k, v in vars(args).items() if k.startswith("data.") and v is not None})
+    cfg = load_config(FinetuneConfig, args.config, overrides)
+    result = run_finetune(cfg, resume=args.resume, progress=not args.quiet)
+    if "config" not in result:  # a non-main DDP process
+        return 0
+    acc = result["summary"]["accounting"]
+    dev = result["dev"] or {}
+    print(json.dumps({"method": cfg.method, "task": result["task"]["name"], "eval_split": result["eval_split"],
+                      "metrics": dev.get("metrics"), "generation_accuracy": dev.get("accuracy"),
+                      "trainable_parameters": acc["trainable_parameters"],
+                      "percent_of_base": round(acc["percent_of_base"], 3),
+                      "bytes_on_disk": acc.get("bytes_on_disk"), "output_dir": cfg.output_dir}, indent=2))
+    return 0
+
+
+COMMANDS = {"finetune": (_finetune_parser, cmd_finetune)}

@@ -1,0 +1,57 @@
+"""``study`` and ``report``: methods x seeds, and their tables and figures."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import load_config
+from .common import add_common, flag_overrides, load_pairs
+
+
+def _study_parser(sub) -> None:
+    p = sub.add_parser("study", help="methods x seeds on one task (idempotent, resumable)")
+    add_common(p)
+    p.add_argument("--base")
+    p.add_argument("--task")
+    p.add_argument("--data-dir")
+    p.add_argument("--methods", help="comma-separated registered methods")
+    p.add_argument("--seeds", help="comma-separated seeds (default 42..51)")
+    p.add_argument("--num-seeds", type=int, help="use the first N of the seeds")
+    p.add_argument("--steps", type=int, dest="train.max_steps")
+    p.add_argument("--output-dir")
+
+
+def _report_parser(sub) -> None:
+    r = sub.add_parser("report", help="markdown tables and PNG figures of a study")
+    r.add_argument("--study", required=True, help="the study's output directory")
+    r.add_argument("--output", required=True, help="directory for report.md and figures")
+    r.add_argument("--study-command", default="", help="the exact command of the study, recorded in the report")
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from ..study import StudyConfig, run_study
+
+    overrides = load_pairs(args.overrides)
+    overrides.update(flag_overrides(args, {
+        "base": "base", "task": "task", "data_dir": "data_dir", "methods": "methods", "seeds": "seeds",
+        "output_dir": "output_dir", "train.max_steps": "train.max_steps",
+    }))
+    cfg = load_config(StudyConfig, args.config, overrides)
+    if args.num_seeds:
+        cfg.seeds = cfg.seeds[: args.num_seeds]
+    results = run_study(cfg, progress=not args.quiet)
+    print(f"{len(results)} runs complete under {cfg.output_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..report import write_report
+
+    print(write_report(args.study, args.output, args.study_command))
+    return 0
+
+
+COMMANDS = {
+    "study": (_study_parser, cmd_study),
+    "report": (_report_parser, cmd_report),
+}

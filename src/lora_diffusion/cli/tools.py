@@ -1,0 +1,126 @@
+"""``analyze-rank``, ``params``, ``methods``, ``plot`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import load_config
+from .common import add_common, flag_overrides, load_pairs
+
+
+def _rank_parser(sub) -> None:
+    p = sub.add_parser("analyze-rank", help="effective rank of a trained trajectory adapter's deltas per phase")
+    p.add_argument("--adapter", required=True, help="directory saved by finetune (adapter_config.json)")
+    p.add_argument("--base", default=None, help="base it was trained on (default: the recorded source)")
+    p.add_argument("--data", default=None, help="SST-2 TSV to run over (default: the packaged SST-2 dev)")
+    p.add_argument("--max-rows", type=int, default=512)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _params_parser(sub) -> None:
+    p = sub.add_parser("params", help="trainable-parameter accounting of a method on a base")
+    add_common(p)
+    p.add_argument("--method", default="trajectory")
+    p.add_argument("--base", default="minilm", help="a base, or 'bert-base' for a random bert-base-shaped model")
+
+
+def _bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="train step time, memory, generation latency and the performance targets")
+    add_common(p)
+    p.add_argument("--base")
+    p.add_argument("--methods", help="comma-separated methods for the training figures")
+    p.add_argument("--rounds", type=int, help="interleaved rounds of each generation timing")
+    p.add_argument("--output-dir")
+
+
+def _plot_parser(sub) -> None:
+    p = sub.add_parser("plot", help="PNG of a run's training loss and validation curve")
+    p.add_argument("--history", required=True, help="training_history.json of a run")
+    p.add_argument("--output", required=True, help="PNG path")
+    p.add_argument("--title", default="")
+
+
+def _methods_parser(sub) -> None:
+    sub.add_parser("methods", help="list the registered methods")
+
+
+def cmd_analyze_rank(args: argparse.Namespace) -> int:
+    from ..analysis import analyze_rank
+    from ..data.classification import SST2, encode_examples, read_labelled_tsv
+    from ..demo import resource
+    from ..methods.persistence import load_method
+    from ..plots import plot_spectra
+    from ..utils.io import atomic_write_json
+
+    model = load_method(args.adapter, args.base)
+    if model.method != "trajectory":
+        raise ValueError(f"analyze-rank needs a trajectory adapter; {args.adapter} holds {model.method!r}")
+    rows = read_labelled_tsv(args.data or resource("sst2_dev.tsv"), set(SST2.verbalizer))
+    data = encode_examples(rows, SST2, model.backbone.tokenizer)
+    result = analyze_rank(model, data, max_rows=args.max_rows, seed=args.seed)
+    out = Path(args.output_dir)
+    atomic_write_json(out / "effective_rank.json", result)
+    plot_spectra(result, out / "effective_rank.png")
+    for phase, r in result.items():
+        print(f"{phase:>5}: effective rank {r['effective_rank']:.2f} (nominal {r['nominal_rank']}, {r['rows']} rows)")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from ..hub import load_base
+    from ..methods import apply_method, method_config
+    from ..methods.accounting import format_accounting, parameter_accounting
+
+    if args.base == "bert-base":
+        from transformers import BertConfig, BertForMaskedLM
+
+        from ..backbone import DiffusionLM
+        from ..testing import packaged_tokenizer
+
+        backbone = DiffusionLM(BertForMaskedLM(BertConfig()), packaged_tokenizer())
+    else:
+        backbone = load_base(args.base)
+    options = {k.split(".", 1)[1]: v for k, v in load_pairs(args.overrides).items() if k.startswith("method_options.")}
+    model = apply_method(args.method, backbone, method_config(args.method, options))
+    print(format_accounting(parameter_accounting(model)))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..bench import BenchConfig, run_bench
+
+    overrides = load_pairs(args.overrides)
+    overrides.update(flag_overrides(args, {"base": "base", "methods": "methods", "rounds": "rounds",
+                                            "output_dir": "output_dir"}))
+    cfg = load_config(BenchConfig, args.config, overrides)
+    result = run_bench(cfg)
+    for t in result["targets"]:
+        print(f"{'met ' if t['met'] else 'MISS'}  {t['target']}: {t['value']:.3f} (bound {t['bound']})")
+    print(f"written: {Path(cfg.output_dir) / 'bench.md'}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from ..methods import get_method, registered_methods
+
+    for name in registered_methods():
+        print(f"{name:12s} {get_method(name).description}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from ..plots import plot_history
+
+    print(plot_history(args.history, args.output, args.title))
+    return 0
+
+
+COMMANDS = {
+    "analyze-rank": (_rank_parser, cmd_analyze_rank),
+    "params": (_params_parser, cmd_params),
+    "bench": (_bench_parser, cmd_bench),
+    "plot": (_plot_parser, cmd_plot),
+    "methods": (_methods_parser, cmd_methods),
+}
