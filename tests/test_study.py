@@ -73,3 +73,38 @@ def test_report_from_fixture_results_golden(tmp_path):
     assert "| paired_t | 0.0132 | 0.0132 |" in row
     # d = -3 / sqrt((10 + 8.5) / 2) = -0.99 (pooled SD); d_z = -3 / sqrt(2.5) = -1.90
     assert "| -0.99 | -1.90 |" in row
+
+
+def test_many_task_study_runs_seed_by_seed_and_reports(tmp_path):
+    from lora_diffusion.report_tasks import collect_tasks
+    from lora_diffusion.study import StudyConfig
+
+    _setup(tmp_path)  # tmp_path/sst2 and the tiny base
+    gsm = tmp_path / "gsm8k"
+    gsm.mkdir()
+    rows = [{"question": f"what is {i} plus {i}?", "answer": f"{i} + {i} = <<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}"}
+            for i in range(12)]
+    (gsm / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
+    (gsm / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[8:]))
+    args = ["study", "--base", str(tmp_path / "base"), "--tasks", "sst2,gsm8k", "--data-root", str(tmp_path),
+            "--methods", "full,bitfit", "--seeds", "1", "--steps", "2", "--output-dir", str(tmp_path / "multi"),
+            "--quiet", "--set", "train.batch_size=4", "--set", "train.micro_batch_size=4",
+            "--set", "task_seeds.sst2=[1,2,3]", "--set", "task_overrides.gsm8k={response.response_budget: 12}",
+            "--set", "eval_rows=4", "--set", "validation_rows=0"]
+    cfg_plan = StudyConfig(tasks=["sst2", "gsm8k"], methods=["full", "bitfit"], seeds=[1],
+                           task_seeds={"sst2": [1, 2, 3]}).plan()
+    assert cfg_plan[:4] == [("sst2", "full", 1), ("sst2", "bitfit", 1), ("gsm8k", "full", 1), ("gsm8k", "bitfit", 1)]
+    assert len(cfg_plan) == 8 and cfg_plan[-1] == ("sst2", "bitfit", 3)
+    assert main(args) == 0
+    data = collect_tasks(tmp_path / "multi")
+    assert sorted(data) == ["gsm8k", "sst2"] and sorted(data["sst2"]["full"]) == [1, 2, 3]
+    g = data["gsm8k"]["full"][1]
+    assert g["task"]["response_budget"] == 12 and g["dev"]["primary"] == "exact_match" and g["dev_rows"] == 4
+    assert (tmp_path / "multi" / "gsm8k" / "full" / "seed-1" / "predictions_test.jsonl").is_file()
+    assert main(["report", "--study", str(tmp_path / "multi"), "--output", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "| method | trainable (% of base) | gsm8k (exact_match) | sst2 (accuracy) | mean |" in report
+    assert "(n=3)" in report and "### gsm8k" in report and "| sst2 | bitfit |" in report
+    assert (tmp_path / "rep" / "tasks_primary_metric.png").is_file()
+    bad = ["study", "--tasks", "sst2,imdb", "--output-dir", str(tmp_path / "x")]
+    assert main(bad) == 2

@@ -1,8 +1,13 @@
-"""``lora-diffusion study``: methods x seeds on one task, idempotent and resumable.
+"""``lora-diffusion study``: methods x seeds on one task or on many, idempotent and resumable.
 
-Each run lives in ``<output_dir>/<method>/seed-<n>/`` with its ``result.json``; a finished run
-(result present) is skipped, an interrupted one resumes from its newest checkpoint. Every
-method gets the same step budget, batch, data order (per seed) and evaluation.
+One task: each run lives in ``<output_dir>/<method>/seed-<n>/`` with its ``result.json``.
+Many tasks (``tasks``): ``<output_dir>/<task>/<method>/seed-<n>/``, each task with its own
+seeds (``task_seeds``) and settings (``task_overrides``: dotted fields of the run's
+``FinetuneConfig``, e.g. ``{"xsum": {"train.micro_batch_size": 8}}``), the same for every
+method. Runs go seed by seed (every task and method at the first seed, then the next), so an
+interrupted study already has one seed per cell. A finished run (result present) is
+skipped, an interrupted one resumes from its newest checkpoint. Every method gets the same
+step budget, batch, data order (per seed) and evaluation.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, require
+from .config import TrainConfig, load_config, require, to_dict
+from .data.examples import task_names
 from .finetune import FinetuneConfig, run_finetune
 from .methods import registered_methods
 from .training.checkpoint import list_checkpoints
@@ -24,8 +30,12 @@ log = logging.getLogger(__name__)
 class StudyConfig:
     base: str = "minilm"
     task: str = "sst2"
-    data_dir: str = "../shared/data/sst2"
-    eval_split: str = "dev"
+    tasks: list[str] = field(default_factory=list)  # many tasks: overrides ``task``
+    task_seeds: dict[str, Any] = field(default_factory=dict)  # task -> its seeds (else ``seeds``)
+    task_overrides: dict[str, Any] = field(default_factory=dict)  # task -> {dotted FinetuneConfig field: value}
+    data_dir: str = ""  # one task: its folder ("" = data_root/<the task's folder>)
+    data_root: str = "../shared/data"
+    eval_split: str = ""
     methods: list[str] = field(default_factory=lambda: ["full", "trajectory", "lora", "adapter", "bitfit", "prefix"])
     seeds: list[int] = field(default_factory=lambda: list(range(42, 52)))
     method_options: dict[str, Any] = field(default_factory=dict)  # method -> options
@@ -46,32 +56,75 @@ class StudyConfig:
         require(all(s >= 0 for s in self.seeds), "seeds", f"must be >= 0, got {self.seeds}")
         for m in list(self.method_options) + list(self.method_lr):
             require(m in self.methods, "method_options", f"{m!r} is not one of the study's methods {self.methods}")
+        known = task_names()
+        for t in [*self.tasks, *self.task_seeds, *self.task_overrides]:
+            require(t in known, "tasks", f"unknown task {t!r}; known tasks: {known}")
+        for t in list(self.task_seeds) + list(self.task_overrides):
+            require(t in self.tasks, "task_seeds", f"{t!r} is not one of the study's tasks {self.tasks}")
+        for t, seeds in self.task_seeds.items():
+            require(isinstance(seeds, list) and seeds and all(isinstance(x, int) and x >= 0 for x in seeds),
+                    f"task_seeds.{t}", f"must be a non-empty list of seeds >= 0, got {seeds!r}")
+        for t, over in self.task_overrides.items():
+            require(isinstance(over, dict), f"task_overrides.{t}", f"must be a mapping, got {over!r}")
+            self.run_config(self.methods[0], self.seeds_of(t)[0], t)  # a bad override fails at load
 
-    def run_config(self, method: str, seed: int) -> FinetuneConfig:
+    @property
+    def multi(self) -> bool:
+        return bool(self.tasks)
+
+    def task_list(self) -> list[str]:
+        return list(self.tasks) or [self.task]
+
+    def seeds_of(self, task: str) -> list[int]:
+        return [int(s) for s in self.task_seeds.get(task, self.seeds)]
+
+    def run_config(self, method: str, seed: int, task: str | None = None) -> FinetuneConfig:
+        task = task or self.task_list()[0]
         train = replace(self.train, seed=seed, lr=float(self.method_lr.get(method, self.train.lr)))
-        return FinetuneConfig(
+        base = FinetuneConfig(
             base=self.base, method=method, method_options=dict(self.method_options.get(method, {})),
-            task=self.task, data_dir=self.data_dir, eval_split=self.eval_split,
-            max_train_rows=self.max_train_rows, validation_rows=self.validation_rows, eval_rows=self.eval_rows,
-            classification_head=self.classification_head,
-            head_loss_weight=self.head_loss_weight, output_dir=str(self.run_dir(method, seed)), train=train)
+            task=task, data_dir="" if self.multi else self.data_dir, data_root=self.data_root,
+            eval_split=self.eval_split, max_train_rows=self.max_train_rows, validation_rows=self.validation_rows,
+            eval_rows=self.eval_rows, classification_head=self.classification_head,
+            head_loss_weight=self.head_loss_weight, output_dir=str(self.run_dir(method, seed, task)), train=train)
+        over = self.task_overrides.get(task)
+        return load_config(FinetuneConfig, None, {**flatten(to_dict(base)), **over}) if over else base
 
-    def run_dir(self, method: str, seed: int) -> Path:
-        return Path(self.output_dir) / method / f"seed-{seed}"
+    def run_dir(self, method: str, seed: int, task: str | None = None) -> Path:
+        root = Path(self.output_dir) / task if (self.multi and task) else Path(self.output_dir)
+        return root / method / f"seed-{seed}"
+
+    def plan(self) -> list[tuple[str, str, int]]:
+        """(task, method, seed) in run order: seed by seed across every task and method."""
+        depth = max(len(self.seeds_of(t)) for t in self.task_list())
+        return [(t, m, self.seeds_of(t)[i]) for i in range(depth) for t in self.task_list()
+                for m in self.methods if i < len(self.seeds_of(t))]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}; mappings that are config values (method
+    options) stay whole."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and k not in ("method_options",):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def run_study(cfg: StudyConfig, progress: bool = True) -> list[Path]:
-    """Run every (method, seed) not finished yet; return the result files."""
+    """Run every (task, method, seed) not finished yet; return the result files."""
     results = []
-    for method in cfg.methods:
-        for seed in cfg.seeds:
-            run = cfg.run_config(method, seed)
-            result = Path(run.output_dir) / "result.json"
-            if result.is_file():
-                log.info("study: %s seed %d already done, skipped", method, seed)
-            else:
-                resume = bool(list_checkpoints(Path(run.output_dir) / "checkpoints"))
-                print(f"[study] {method} seed {seed}{' (resuming)' if resume else ''} -> {run.output_dir}")
-                run_finetune(run, resume=resume, progress=progress)
-            results.append(result)
+    for task, method, seed in cfg.plan():
+        run = cfg.run_config(method, seed, task)
+        result = Path(run.output_dir) / "result.json"
+        if result.is_file():
+            log.info("study: %s %s seed %d already done, skipped", task, method, seed)
+        else:
+            resume = bool(list_checkpoints(Path(run.output_dir) / "checkpoints"))
+            print(f"[study] {task} {method} seed {seed}{' (resuming)' if resume else ''} -> {run.output_dir}",
+                  flush=True)
+            run_finetune(run, resume=resume, progress=progress)
+        results.append(result)
     return results

@@ -9,11 +9,13 @@ from .common import add_common, flag_overrides, load_pairs
 
 
 def _study_parser(sub) -> None:
-    p = sub.add_parser("study", help="methods x seeds on one task (idempotent, resumable)")
+    p = sub.add_parser("study", help="methods x seeds on one task or many (idempotent, resumable)")
     add_common(p)
     p.add_argument("--base")
     p.add_argument("--task")
-    p.add_argument("--data-dir")
+    p.add_argument("--tasks", help="comma-separated tasks: a many-task study (<output>/<task>/<method>/seed-<n>)")
+    p.add_argument("--data-dir", help="one task: its folder")
+    p.add_argument("--data-root", help="where the task folders live (default ../shared/data)")
     p.add_argument("--methods", help="comma-separated registered methods")
     p.add_argument("--seeds", help="comma-separated seeds (default 42..51)")
     p.add_argument("--num-seeds", type=int, help="use the first N of the seeds")
@@ -33,7 +35,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     overrides = load_pairs(args.overrides)
     overrides.update(flag_overrides(args, {
-        "base": "base", "task": "task", "data_dir": "data_dir", "methods": "methods", "seeds": "seeds",
+        "base": "base", "task": "task", "tasks": "tasks", "data_dir": "data_dir", "data_root": "data_root", "methods": "methods", "seeds": "seeds",
         "output_dir": "output_dir", "train.max_steps": "train.max_steps",
     }))
     cfg = load_config(StudyConfig, args.config, overrides)
@@ -46,8 +48,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ..report import write_report
+    from ..report_tasks import is_multi_task, write_task_report
 
-    print(write_report(args.study, args.output, args.study_command))
+    writer = write_task_report if is_multi_task(args.study) else write_report
+    print(writer(args.study, args.output, args.study_command))
     return 0
 
 

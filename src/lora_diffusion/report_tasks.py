@@ -1,0 +1,171 @@
+"""The many-task report (the paper's main-table analogue): methods x tasks, each task's metrics.
+
+Reads ``<study>/<task>/<method>/seed-<n>/result.json``. Every figure is the final checkpoint
+on the task's reported split, in percent, mean +- sd over the seeds present (the seed count
+is shown); the headline table gives each task's primary metric, the per-task tables every
+metric, against the references as the tokenizer writes them and (for free text) as the data
+set gives them. Where a task has >= 3 paired seeds, each method is compared with full
+fine-tuning (paired t or Wilcoxon, Bonferroni over the methods).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .stats import compare_paired, summarize
+from .utils.io import atomic_write_text
+
+REFERENCE = "full"
+ORDER = ("full", "lora", "adapter", "bitfit", "prefix", "trajectory")
+
+
+def collect_tasks(study_dir: str | Path) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
+    """{task: {method: {seed: result}}}."""
+    out: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    for path in sorted(Path(study_dir).glob("*/*/seed-*/result.json")):
+        r = json.loads(path.read_text())
+        out.setdefault(r["config"]["task"], {}).setdefault(r["config"]["method"], {})[
+            int(r["config"]["train"]["seed"])] = r
+    if not out:
+        raise FileNotFoundError(f"no <task>/<method>/seed-*/result.json under {study_dir}")
+    return out
+
+
+def is_multi_task(study_dir: str | Path) -> bool:
+    return any(Path(study_dir).glob("*/*/seed-*/result.json"))
+
+
+def _methods(data) -> list[str]:
+    found = {m for runs in data.values() for m in runs}
+    return [m for m in ORDER if m in found] + sorted(found - set(ORDER))
+
+
+def primary(result: dict[str, Any], raw: bool = False) -> float | None:
+    dev = result.get("dev") or {}
+    metrics = dev.get("metrics_raw" if raw else "metrics") or {}
+    return metrics.get(dev.get("primary"))
+
+
+def _values(runs: dict[int, dict[str, Any]], key: str | None = None, raw: bool = False) -> dict[int, float]:
+    out = {}
+    for seed, r in runs.items():
+        metrics = (r.get("dev") or {}).get("metrics_raw" if raw else "metrics") or {}
+        value = primary(r, raw) if key is None else metrics.get(key)
+        if value is not None:
+            out[seed] = float(value)
+    return out
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    s = summarize(values)
+    return f"{s['mean']:.1f}" if s["n"] < 2 else f"{s['mean']:.1f} +- {s['sd']:.1f} (n={s['n']})"
+
+
+def headline_table(data) -> list[str]:
+    tasks, methods = sorted(data), _methods(data)
+    heads = [f"{t} ({next(iter(next(iter(data[t].values())).values()))['dev']['primary']})" for t in tasks]
+    lines = ["| method | trainable (% of base) | " + " | ".join(heads) + " | mean |",
+             "|---|---:|" + "---:|" * (len(tasks) + 1)]
+    for m in methods:
+        acc = next((next(iter(data[t][m].values()))["summary"]["accounting"] for t in tasks if m in data[t]), None)
+        cells, means = [], []
+        for t in tasks:
+            vals = list(_values(data[t].get(m, {})).values())
+            cells.append(cell(vals))
+            if vals:
+                means.append(sum(vals) / len(vals))
+        avg = f"{sum(means) / len(means):.1f}" if len(means) == len(tasks) else "-"
+        pct = f"{acc['trainable_parameters']:,} ({acc['percent_of_base']:.2f}%)" if acc else "-"
+        lines.append(f"| {m} | {pct} | " + " | ".join(cells) + f" | {avg} |")
+    return lines
+
+
+def task_tables(data) -> list[str]:
+    lines: list[str] = []
+    for t in sorted(data):
+        first = next(iter(next(iter(data[t].values())).values()))
+        keys = [k for k in first["dev"]["metrics"] if k != "examples"]
+        raw = first["dev"].get("metrics_raw") != first["dev"]["metrics"]
+        info = first.get("task", {})
+        lines += ["", f"### {t}", "", f"Reported split: {first['eval_split']} ({first['dev_rows']} rows); "
+                  f"train rows {first['train_rows']:,}; response budget {info.get('response_budget')} tokens, "
+                  f"prompt budget {info.get('max_prompt_len')}; truncated prompts in train "
+                  f"{first.get('train_truncated', 0):,}, responses {first.get('train_truncated_responses', 0):,}.",
+                  f"{info.get('notes', '')}", ""]
+        cols = keys + ([f"{k} (raw refs)" for k in keys] if raw else [])
+        extra = ["generation acc.", "head acc."] if "head_accuracy" in first["dev"] else []
+        lines += ["| method | " + " | ".join(cols + extra) + " | train s/step | s / sample (generation) |",
+                  "|---|" + "---:|" * (len(cols) + len(extra) + 2)]
+        for m in _methods({t: data[t]}):
+            runs = data[t][m]
+            vals = [cell(list(_values(runs, k).values())) for k in keys]
+            if raw:
+                vals += [cell(list(_values(runs, k, raw=True).values())) for k in keys]
+            for key in ("accuracy", "head_accuracy")[: len(extra)]:
+                vals.append(cell([100 * r["dev"][key] for r in runs.values() if key in r["dev"]]))
+            step = sum(r["summary"]["mean_time_per_step_s"] or 0 for r in runs.values()) / len(runs)
+            gen = sum(r["dev"]["seconds_per_sample"] for r in runs.values()) / len(runs)
+            lines.append(f"| {m} | " + " | ".join(vals) + f" | {step:.3f} | {gen:.3f} |")
+    return lines
+
+
+def statistics(data) -> list[str]:
+    lines = ["| task | method | diff vs full (points) | test | p (Bonferroni) | d_z |", "|---|---|---:|---|---:|---:|"]
+    for t in sorted(data):
+        if REFERENCE not in data[t]:
+            continue
+        ref = _values(data[t][REFERENCE])
+        others = [m for m in _methods({t: data[t]}) if m != REFERENCE]
+        for m in others:
+            mine = _values(data[t][m])
+            seeds = sorted(set(mine) & set(ref))
+            if len(seeds) < 3:
+                continue
+            c = compare_paired([mine[s] for s in seeds], [ref[s] for s in seeds], len(others))
+            lines.append(f"| {t} | {m} | {c['mean_difference']:+.1f} | {c['test']} | {c['p_bonferroni']:.3g} | "
+                         f"{c['cohens_dz']:.2f} |")
+    return lines if len(lines) > 2 else ["(no task has 3 paired seeds yet)"]
+
+
+def figure(data, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks, methods = sorted(data), _methods(data)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(tasks)), 4), dpi=120)
+    width = 0.8 / max(len(methods), 1)
+    for i, m in enumerate(methods):
+        means = []
+        for t in tasks:
+            vals = list(_values(data[t].get(m, {})).values())
+            means.append(sum(vals) / len(vals) if vals else 0.0)
+        ax.bar([j + i * width for j in range(len(tasks))], means, width, label=m)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks, rotation=30, ha="right")
+    ax.set_ylabel("primary metric (%, mean over seeds)")
+    ax.legend(fontsize=7, ncol=3)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = out / "tasks_primary_metric.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_task_report(study_dir: str | Path, out_dir: str | Path, command: str = "") -> Path:
+    data = collect_tasks(study_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig = figure(data, out)
+    text = [f"# Many-task study: {len(data)} tasks x {len(_methods(data))} methods", "", f"Study: `{study_dir}`"]
+    if command:
+        text += ["", f"Command: `{command}`"]
+    text += ["", "## Primary metric per task (%, final checkpoint, reported split)", "", *headline_table(data),
+             "", f"![primary metric per task]({fig.name})", "", "## Every metric, per task", *task_tables(data),
+             "", "## Against full fine-tuning (tasks with >= 3 paired seeds)", "", *statistics(data)]
+    return atomic_write_text(out / "report.md", "\n".join(text) + "\n")
