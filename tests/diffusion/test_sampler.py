@@ -28,7 +28,7 @@ def _inputs(B=4, prompt=3, resp=8):
     return x, gen
 
 
-@pytest.mark.parametrize("strategy", ["ancestral", "low_confidence"])
+@pytest.mark.parametrize("strategy", ["ancestral", "low_confidence", "margin"])
 @pytest.mark.parametrize("block", [0, 3])
 def test_no_mask_left_prompt_kept_and_seeded(strategy, block):
     x, gen = _inputs()
@@ -142,3 +142,46 @@ def test_bad_sampler_config():
         SamplerConfig(strategy="bogus")
     with pytest.raises(ValueError, match="num_steps"):
         SamplerConfig(num_steps=0)
+
+
+def test_margin_confidence_is_the_top2_gap():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.4, 0.35, 0.25]]))
+    tokens, gap = draw_tokens(logits, SamplerConfig(greedy=True), margin=True)
+    assert tokens.tolist() == [0, 0] and torch.allclose(gap, torch.tensor([0.2, 0.05]))
+    _, prob = draw_tokens(logits, SamplerConfig(greedy=True))
+    assert torch.allclose(prob, torch.tensor([0.5, 0.4]))
+
+
+def test_margin_reveals_the_widest_gap_first():
+    """Position 0: p = (0.5, 0.45, ...) (more probable, small margin); position 1:
+    p = (0.4, 0.15, ...) (less probable, wide margin). One reveal per step: low-confidence
+    reveals position 0 first, margin position 1."""
+    x, gen = _inputs(B=1, prompt=0, resp=2)
+    probs = {0: {4: 0.5, 5: 0.45}, 1: {6: 0.4, 7: 0.15, 8: 0.15, 9: 0.15, 10: 0.15}}
+    for strategy, revealed_first in (("low_confidence", [0]), ("margin", [1])):
+        seen = []
+
+        def denoise(x_t, steps, select, rows=None):
+            seen.append((x_t != MASK).nonzero()[:, 1].tolist())
+            out = []
+            for pos in select.nonzero()[:, 1].tolist():
+                p = torch.full((V,), 1e-6)
+                for tok, value in probs[pos].items():
+                    p[tok] = value
+                out.append(torch.log(p / p.sum()))
+            return torch.stack(out)
+
+        cfg = SamplerConfig(num_steps=2, strategy=strategy, greedy=True)
+        sample(denoise, x, gen, MASK, get_schedule("linear"), cfg, torch.Generator().manual_seed(0))
+        assert seen == [[], revealed_first], strategy
+
+
+def test_generation_options_map_remasking_and_validate():
+    from lora_diffusion.config import ConfigError
+    from lora_diffusion.generation import GenerationOptions
+
+    cfg = GenerationOptions(remasking="random", num_steps=0, block_length=4).sampler(100)
+    assert cfg.strategy == "ancestral" and cfg.event_driven and cfg.num_steps == 100 and cfg.block_length == 4
+    assert GenerationOptions(remasking="margin", temperature=0.5, greedy=False).sampler(10).strategy == "margin"
+    with pytest.raises(ConfigError, match="remasking"):
+        GenerationOptions(remasking="topk")
