@@ -161,7 +161,7 @@ def test_margin_reveals_the_widest_gap_first():
     for strategy, revealed_first in (("low_confidence", [0]), ("margin", [1])):
         seen = []
 
-        def denoise(x_t, steps, select, rows=None):
+        def denoise(x_t, steps, select, rows=None, seen=seen):
             seen.append((x_t != MASK).nonzero()[:, 1].tolist())
             out = []
             for pos in select.nonzero()[:, 1].tolist():
