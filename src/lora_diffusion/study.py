@@ -13,6 +13,7 @@ step budget, batch, data order (per seed) and evaluation.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class StudyConfig:
     classification_head: bool = True
     head_loss_weight: float = 1.0
     output_dir: str = "runs/study"
+    keep_checkpoints: bool = False  # a finished run's checkpoints are deleted (its adapter and result stay)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=1000, lr=1e-4, warmup_steps=500, batch_size=64, micro_batch_size=16, save_every=100))
 
@@ -126,5 +128,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> list[Path]:
             print(f"[study] {task} {method} seed {seed}{' (resuming)' if resume else ''} -> {run.output_dir}",
                   flush=True)
             run_finetune(run, resume=resume, progress=progress)
+            if not cfg.keep_checkpoints and result.is_file():
+                shutil.rmtree(Path(run.output_dir) / "checkpoints", ignore_errors=True)
         results.append(result)
     return results
