@@ -10,7 +10,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# LORA_DIFFUSION_TEST_THREADS=1 keeps a test run to one core beside a long job on the other
+torch.set_num_threads(int(os.environ.get("LORA_DIFFUSION_TEST_THREADS", min(2, os.cpu_count() or 1))))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
