@@ -102,8 +102,9 @@ _classification(
 _classification(
     ClassificationTask("ag_news", "news: {a} topic:", {0: "world", 1: "sports", 2: "business", 3: "science"}),
     {"train": lambda d: read_table(d / "train_subset10k_alps.tsv", "\t", (0,), 1, _names(AG), False),
-     "test": _csv("test.csv", (1, 2), 0, _ints(4, offset=1))}, "ag_news", "test",
-    notes="train: the 10,001-row subset (description only); test: all 7,600 rows (title and description)")
+     "test": _csv("test.csv", (2,), 0, _ints(4, offset=1))}, "ag_news", "test",
+    notes="train: the 10,001-row subset (descriptions); test: all 7,600 rows, their descriptions (the train "
+          "subset has no titles, so test prompts hold the description alone, as in train)")
 _classification(
     ClassificationTask("mrpc", "sentence one: {a} sentence two: {b} same meaning:", {0: "no", 1: "yes"}),
     {"train": _tsv("train.tsv", (3, 4), 0, _ints(2)), "dev": _tsv("dev.tsv", (3, 4), 0, _ints(2))}, "glue/MRPC")
