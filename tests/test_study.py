@@ -108,3 +108,22 @@ def test_many_task_study_runs_seed_by_seed_and_reports(tmp_path):
     assert (tmp_path / "rep" / "tasks_primary_metric.png").is_file()
     bad = ["study", "--tasks", "sst2,imdb", "--output-dir", str(tmp_path / "x")]
     assert main(bad) == 2
+
+
+def test_task_report_marks_diverged_runs(tmp_path):
+    from lora_diffusion.report_tasks import collect_failed, collect_tasks, headline_table
+
+    for method, value in (("full", 40.0), ("prefix", None)):
+        run = tmp_path / "squad" / method / "seed-1"
+        run.mkdir(parents=True)
+        if value is None:
+            (run / "failed.json").write_text(json.dumps({"task": "squad", "method": method, "seed": 1,
+                                                          "error": "non-finite loss"}))
+            continue
+        (run / "result.json").write_text(json.dumps({
+            "config": {"task": "squad", "method": method, "train": {"seed": 1}},
+            "dev": {"primary": "f1", "metrics": {"f1": value, "exact_match": 30.0}},
+            "summary": {"accounting": {"trainable_parameters": 10, "percent_of_base": 100.0}}}))
+    table = "\n".join(headline_table(collect_tasks(tmp_path), collect_failed(tmp_path)))
+    assert "| full | 10 (100.00%) | 40.0 | 40.0 |" in table
+    assert "| prefix | - | - (diverged: 1 seed) | - |" in table

@@ -33,12 +33,21 @@ def collect_tasks(study_dir: str | Path) -> dict[str, dict[str, dict[int, dict[s
     return out
 
 
+def collect_failed(study_dir: str | Path) -> dict[tuple[str, str], list[int]]:
+    """{(task, method): seeds whose run diverged (``failed.json``)}."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for path in sorted(Path(study_dir).glob("*/*/seed-*/failed.json")):
+        r = json.loads(path.read_text())
+        out.setdefault((r["task"], r["method"]), []).append(int(r["seed"]))
+    return out
+
+
 def is_multi_task(study_dir: str | Path) -> bool:
     return any(Path(study_dir).glob("*/*/seed-*/result.json"))
 
 
-def _methods(data) -> list[str]:
-    found = {m for runs in data.values() for m in runs}
+def _methods(data, failed: dict[tuple[str, str], list[int]] | None = None) -> list[str]:
+    found = {m for runs in data.values() for m in runs} | {m for _, m in (failed or {})}
     return [m for m in ORDER if m in found] + sorted(found - set(ORDER))
 
 
@@ -65,8 +74,8 @@ def cell(values: list[float]) -> str:
     return f"{s['mean']:.1f}" if s["n"] < 2 else f"{s['mean']:.1f} +- {s['sd']:.1f} (n={s['n']})"
 
 
-def headline_table(data) -> list[str]:
-    tasks, methods = sorted(data), _methods(data)
+def headline_table(data, failed: dict[tuple[str, str], list[int]] | None = None) -> list[str]:
+    tasks, methods = sorted(data), _methods(data, failed)
     heads = [f"{t} ({next(iter(next(iter(data[t].values())).values()))['dev']['primary']})" for t in tasks]
     lines = ["| method | trainable (% of base) | " + " | ".join(heads) + " | mean |",
              "|---|---:|" + "---:|" * (len(tasks) + 1)]
@@ -75,7 +84,8 @@ def headline_table(data) -> list[str]:
         cells, means = [], []
         for t in tasks:
             vals = list(_values(data[t].get(m, {})).values())
-            cells.append(cell(vals))
+            lost = (failed or {}).get((t, m), [])
+            cells.append(cell(vals) + (f" (diverged: {len(lost)} seed{'s' if len(lost) > 1 else ''})" if lost else ""))
             if vals:
                 means.append(sum(vals) / len(vals))
         avg = f"{sum(means) / len(means):.1f}" if len(means) == len(tasks) else "-"
@@ -158,14 +168,14 @@ def figure(data, out: Path) -> Path:
 
 
 def write_task_report(study_dir: str | Path, out_dir: str | Path, command: str = "") -> Path:
-    data = collect_tasks(study_dir)
+    data, failed = collect_tasks(study_dir), collect_failed(study_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig = figure(data, out)
     text = [f"# Many-task study: {len(data)} tasks x {len(_methods(data))} methods", "", f"Study: `{study_dir}`"]
     if command:
         text += ["", f"Command: `{command}`"]
-    text += ["", "## Primary metric per task (%, final checkpoint, reported split)", "", *headline_table(data),
+    text += ["", "## Primary metric per task (%, final checkpoint, reported split)", "", *headline_table(data, failed),
              "", f"![primary metric per task]({fig.name})", "", "## Every metric, per task", *task_tables(data),
              "", "## Against full fine-tuning (tasks with >= 3 paired seeds)", "", *statistics(data)]
     return atomic_write_text(out / "report.md", "\n".join(text) + "\n")

@@ -23,8 +23,12 @@ from .data.examples import task_names
 from .finetune import FinetuneConfig, run_finetune
 from .methods import registered_methods
 from .training.checkpoint import list_checkpoints
+from .training.trainer import TrainingDiverged
+from .utils.io import atomic_write_json
+from .utils.repro import provenance
 
 log = logging.getLogger(__name__)
+FAILED_FILE = "failed.json"
 
 
 @dataclass
@@ -47,6 +51,7 @@ class StudyConfig:
     classification_head: bool = True
     head_loss_weight: float = 1.0
     output_dir: str = "runs/study"
+    retry_failed: bool = False  # run again the runs that diverged before (failed.json)
     keep_checkpoints: bool = False  # a finished run's checkpoints are deleted (its adapter and result stay)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=1000, lr=1e-4, warmup_steps=500, batch_size=64, micro_batch_size=16, save_every=100))
@@ -121,13 +126,22 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> list[Path]:
     for task, method, seed in cfg.plan():
         run = cfg.run_config(method, seed, task)
         result = Path(run.output_dir) / "result.json"
+        failed = Path(run.output_dir) / FAILED_FILE
         if result.is_file():
             log.info("study: %s %s seed %d already done, skipped", task, method, seed)
+        elif failed.is_file() and not cfg.retry_failed:
+            log.info("study: %s %s seed %d failed before (%s), skipped", task, method, seed, failed)
         else:
             resume = bool(list_checkpoints(Path(run.output_dir) / "checkpoints"))
             print(f"[study] {task} {method} seed {seed}{' (resuming)' if resume else ''} -> {run.output_dir}",
                   flush=True)
-            run_finetune(run, resume=resume, progress=progress)
+            try:
+                run_finetune(run, resume=resume, progress=progress)
+            except TrainingDiverged as err:  # recorded and reported as such; the study goes on
+                atomic_write_json(failed, {"error": str(err), "task": task, "method": method, "seed": seed,
+                                           "config": to_dict(run), **provenance(seed)})
+                print(f"[study] {task} {method} seed {seed} FAILED: {err} (recorded in {failed})", flush=True)
+                continue
             if not cfg.keep_checkpoints and result.is_file():
                 shutil.rmtree(Path(run.output_dir) / "checkpoints", ignore_errors=True)
         results.append(result)
