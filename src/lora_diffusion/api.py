@@ -96,3 +96,14 @@ def load_pipeline(path: str | Path, base: str | None = None) -> Pipeline:
         meta = read_adapter_config(path)
         return Pipeline(load_method(path, base), dict(meta.get("task_format") or {}), str(path))
     return Pipeline(load_base(str(path)).eval(), {}, str(path))
+
+
+def pipeline_for(adapter: str, base: str) -> Pipeline:
+    """``--adapter`` (which must be an adapter directory) with ``--base`` as its base, or the
+    base alone."""
+    if adapter:
+        from .methods.persistence import read_adapter_config
+
+        read_adapter_config(adapter)  # not an adapter directory, or a bad config: one line naming it
+        return load_pipeline(adapter, base or None)
+    return load_pipeline(base)

@@ -7,6 +7,7 @@ naming the dotted field (``train.lr``), so it fails at load, before any work is 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,13 +23,30 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing, unknown or out of range."""
+    """A configuration value is missing, unknown or out of range; ``field`` is the dotted
+    field at fault, when there is one."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def require(ok: bool, name: str, message: str) -> None:
     """Raise ``ConfigError('name: message')`` unless ``ok``."""
     if not ok:
-        raise ConfigError(f"{name}: {message}")
+        raise ConfigError(f"{name}: {message}", field=name)
+
+
+def require_finite(value: Any, name: str) -> None:
+    """Refuse NaN and infinities anywhere in ``value`` (a number, or lists / mappings of them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}: must be a finite number, got {value!r}", field=name)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            require_finite(v, f"{name}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            require_finite(v, name)
 
 
 @dataclass
@@ -72,8 +90,10 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard event files to <output>/tensorboard
 
     def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay", "warmup_max_fraction", "min_lr_ratio", "max_grad_norm"):
+            require_finite(getattr(self, name), name)
         require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
-        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(0 < self.lr <= 1, "lr", f"must be > 0 and <= 1 (a larger step diverges at once), got {self.lr}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         require(
@@ -166,13 +186,17 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if tp in (int, float):
         try:
             out = tp(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}") from None
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}", field=name) from None
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}", field=name)
+        if tp is int and isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}", field=name)
+        require_finite(out, name)
         return out
     if tp is str:
         return str(value)
+    require_finite(value, name)  # untyped values (method options, per-method learning rates)
     return value
 
 
@@ -186,7 +210,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     try:
         return cls(**kwargs)
     except ConfigError as err:
-        raise ConfigError(f"{prefix}{err}") from None
+        if not prefix:
+            raise
+        raise ConfigError(f"{prefix}{err}", field=f"{prefix}{err.field}" if err.field else None) from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -212,9 +238,10 @@ def defaults_tree(cls: type) -> dict[str, Any]:
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
-    for key in keys[:-1]:
+    for i, key in enumerate(keys[:-1]):
         node = node.setdefault(key, {})
-        require(isinstance(node, dict), dotted, "cannot set a field inside a non-mapping")
+        parent = ".".join(keys[: i + 1])
+        require(isinstance(node, dict), parent, f"expected a mapping (to set {dotted}), got {node!r}")
     node[keys[-1]] = value
 
 
@@ -224,21 +251,66 @@ def load_config(
     """Defaults of ``cls`` <- YAML file ``path`` <- ``overrides`` (``{"train.lr": 3e-4}`` or
     ``["train.lr=3e-4"]``). Validation runs once on the merged result."""
     tree = defaults_tree(cls)
+    from_file: set[str] = set()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: invalid YAML: {err}") from None
-        require(isinstance(loaded, dict), str(path), "top level must be a mapping")
+        loaded = read_yaml_mapping(path)
+        from_file = set(_dotted_keys(loaded))
         _merge(tree, loaded)
     items = overrides.items() if isinstance(overrides, dict) else _parse_pairs(overrides or [])
-    for key, value in items:
-        if value is not None:
-            _set_dotted(tree, key, value)
-    return from_dict(cls, tree)
+    overridden: set[str] = set()
+    try:
+        for key, value in items:
+            if value is not None:
+                _set_dotted(tree, key, value)
+                overridden.add(key)
+        return from_dict(cls, tree)
+    except ConfigError as err:
+        if path is not None and err.field and _came_from(err.field, from_file, overridden):
+            raise ConfigError(f"{path}: {err}", field=err.field) from None
+        raise
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML config file's top-level mapping; every problem names the file (and the line)."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" if not path.exists() else f"{path}: not a file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x})") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if loaded is None:
+        return {}
+    require(isinstance(loaded, dict), str(path), f"the top level must be a mapping of fields, got {type(loaded).__name__}")
+    bad = [k for k in loaded if not isinstance(k, str)]
+    require(not bad, str(path), f"field names must be strings, got {bad[0]!r}" if bad else "")
+    return loaded
+
+
+def _dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in tree.items():
+        out.append(f"{prefix}{k}")
+        if isinstance(v, dict):
+            out.extend(_dotted_keys(v, f"{prefix}{k}."))
+    return out
+
+
+def _came_from(field: str, from_file: set[str], overridden: set[str]) -> bool:
+    """Whether the value of ``field`` (or of a mapping holding it) was set by the config file
+    and not replaced by an override."""
+    parts = field.split(".")
+    prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    return bool(prefixes & from_file) and not (prefixes & overridden)
 
 
 def _parse_pairs(pairs: list[str]) -> list[tuple[str, Any]]:

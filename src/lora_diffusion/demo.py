@@ -23,7 +23,8 @@ from .generation import generation_accuracy
 from .hub import load_base
 from .paths import cached_base, default_cache_dir
 from .pretrain import run_pretrain
-from .utils.io import atomic_write_json
+from .training.checkpoint import list_checkpoints
+from .utils.io import atomic_write_json, check_writable_dir
 from .utils.repro import provenance
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,9 @@ def resolve_demo_base(base: str | None) -> tuple[str, str]:
         train=TrainConfig(max_steps=DEMO_PRETRAIN_STEPS, lr=3e-4, warmup_steps=12, batch_size=16,
                           micro_batch_size=16, save_every=40, log_every=10, seed=0),
     )
-    resume = (target / "checkpoints").is_dir()
-    run_pretrain(cfg, resume=resume)
+    if not (target / "pretrain_summary.json").is_file():  # else finished before, only its caching was lost
+        resume = bool(list_checkpoints(target / "checkpoints"))
+        run_pretrain(cfg, resume=resume, overwrite=not resume)
     final = cached_base(DEMO_BASE, install_from=target / "model")
     return str(final), f"short pretrain ({DEMO_PRETRAIN_STEPS} steps) cached at {final}"
 
@@ -68,6 +70,9 @@ def run_demo(base: str | None = None, output_dir: str | None = None, steps: int 
              seed: int = 0, eval_limit: int = 0, method_options: dict[str, Any] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     out = Path(output_dir or "runs/demo")
+    check_writable_dir(out, "--output-dir")
+    if (out / "result.json").exists() or list_checkpoints(out / "checkpoints"):  # the demo replaces only its own
+        raise FileExistsError(f"{out} holds a finetune run, not a demo's output: choose another --output-dir")
     base_path, base_note = resolve_demo_base(base)
     model = load_base(base_path)
     labels = set(SST2.verbalizer)
@@ -85,7 +90,8 @@ def run_demo(base: str | None = None, output_dir: str | None = None, steps: int 
     task_format = {"task": "sst2", "name": "sst2", "kind": "classification", "metric": "accuracy",
                    "template": SST2.template, "label_words": {str(k): v for k, v in SST2.verbalizer.items()},
                    "response": to_dict(train.format)}
-    summary = finetune(model, train, cfg, out, fingerprint, run_config={"base": base_path},
+    # the demo regenerates its own output directory on every run (runs/demo by default)
+    summary = finetune(model, train, cfg, out, fingerprint, run_config={"base": base_path}, overwrite=True,
                        adapter_extra={"task_format": task_format})
     after = generation_accuracy(model, dev, seed=seed)
     method = DEMO_METHOD

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import Pipeline, load_pipeline
+from .api import Pipeline, pipeline_for
 from .config import ConfigError, require, to_dict
 from .data.encoding import ResponseFormat, tokenize_examples
 from .data.examples import DataError, Example, task_names
@@ -23,7 +23,7 @@ from .data.sources import resolve_data, subsample
 from .generation import GenerationOptions
 from .metrics import METRIC_NAMES
 from .scoring import evaluate_encoded, write_predictions
-from .utils.io import atomic_write_json
+from .utils.io import atomic_write_json, check_writable_dir
 from .utils.repro import provenance
 
 METRICS_FILE = "metrics.json"
@@ -66,13 +66,7 @@ def check_output(out: Path, adapter: str, overwrite: bool) -> None:
             raise ConfigError(f"output_dir {out} is inside the adapter directory {adapter}: choose another")
     if (out / METRICS_FILE).exists() and not overwrite:
         raise FileExistsError(f"{out / METRICS_FILE} exists: pass --overwrite to replace it (nothing was written)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"output_dir {out} is not writable: {err.strerror or err}") from None
+    check_writable_dir(out, "output_dir")
 
 
 def with_labels(examples: list[Example], words: dict[int, str], source: str) -> list[Example]:
@@ -91,7 +85,7 @@ def with_labels(examples: list[Example], words: dict[int, str], source: str) -> 
 def run_evaluate(cfg: EvaluateConfig, pipe: Pipeline | None = None) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     check_output(out, cfg.adapter, cfg.overwrite)
-    pipe = pipe or load_pipeline(cfg.adapter or cfg.base, cfg.base if cfg.adapter else None)
+    pipe = pipe or pipeline_for(cfg.adapter, cfg.base)
     tok = pipe.tokenizer
     prepared = resolve_data(task=cfg.task, data_dir=cfg.data_dir, data_root=cfg.data_root, data_file="",
                             eval_file=cfg.data_file, eval_split=cfg.split, file_cfg=cfg.data, metric=cfg.metric,

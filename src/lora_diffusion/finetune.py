@@ -3,6 +3,8 @@ trainer: base -> method model -> train -> save what the method trained -> accoun
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,17 @@ from .methods.head import attach_head
 from .methods.persistence import base_fingerprint, save_method
 from .metrics import METRIC_NAMES
 from .objective import DiffusionObjective
+from .runs import clear_run, prepare_run
 from .scoring import evaluate_encoded, write_predictions
 from .training.checkpoint import list_checkpoints
-from .training.trainer import Trainer
+from .training.trainer import Trainer, TrainingInterrupted, check_batch
 from .utils.io import atomic_write_json
 from .utils.repro import provenance, seed_everything
+
+log = logging.getLogger(__name__)
+FINISHED = "result.json"  # a run is finished once its result is recorded
+OUTPUTS = (FINISHED, "adapter", "training_summary.json")  # an earlier run's outputs: never replaced silently
+CLEARED = (*OUTPUTS, "training_history.json", "tensorboard", "failed.json")  # what --overwrite discards
 
 
 def build_method_model(backbone: DiffusionLM, method: str, options: dict[str, Any] | None = None, seed: int = 0,
@@ -50,17 +58,28 @@ def finetune(
     fingerprint: dict[str, Any],
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     run_config: dict[str, Any] | None = None,
     adapter_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``train_data`` (rows with input/generate/instruction masks), save the
     trained tensors to ``<output_dir>/adapter`` and return the training summary with the
-    parameter accounting."""
+    parameter accounting. An earlier run there is continued (``resume``), discarded
+    (``overwrite``, once the data has been checked) or refused."""
     out = Path(output_dir)
-    if list_checkpoints(out / "checkpoints") and not resume:
-        raise FileExistsError(f"{out} already holds checkpoints of a run; pass --resume to continue it "
-                              "or choose another --output-dir (nothing was overwritten)")
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: give one")
+    if not resume and not overwrite:
+        if list_checkpoints(out / "checkpoints"):
+            raise FileExistsError(f"{out} already holds checkpoints of a run; pass --resume to continue it, "
+                                  "--overwrite to start over, or choose another --output-dir (nothing was overwritten)")
+        if (out / "adapter").exists():
+            raise FileExistsError(f"{out} holds the adapter of an earlier run; pass --overwrite to replace it or "
+                                  "choose another --output-dir (nothing was overwritten)")
+    check_batch(cfg, len(train_data))
+    if overwrite:
+        clear_run(out, CLEARED)
     backbone = unwrap_backbone(model)
     trainer = Trainer(
         model, DiffusionObjective(backbone.diffusion), train_data, cfg, out,
@@ -70,10 +89,13 @@ def finetune(
         progress=progress,
     )
     summary = trainer.fit(resume=resume)
-    if trainer.accelerator.is_main_process:  # one writer under DDP
-        saved = save_method(trainer.unwrapped, out / "adapter", fingerprint, extra=adapter_extra)
-        summary["accounting"] = parameter_accounting(trainer.unwrapped, saved)
-        atomic_write_json(out / "training_summary.json", summary)
+    try:
+        if trainer.accelerator.is_main_process:  # one writer under DDP
+            saved = save_method(trainer.unwrapped, out / "adapter", fingerprint, extra=adapter_extra)
+            summary["accounting"] = parameter_accounting(trainer.unwrapped, saved)
+            atomic_write_json(out / "training_summary.json", summary)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted.after_training(trainer.step, out) from None
     trainer.accelerator.wait_for_everyone()
     return summary
 
@@ -159,10 +181,20 @@ def task_format(prepared: Prepared, cfg: FinetuneConfig) -> dict[str, Any]:
             "task": cfg.task if not cfg.data_file else ""}
 
 
-def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Load the base, fine-tune ``cfg.method`` on the training examples, report the task's
     metrics on the reported split (never used for any choice here: the final checkpoint is
-    reported) and write the per-example predictions beside ``result.json``."""
+    reported) and write the per-example predictions beside ``result.json``.
+
+    The output directory is checked first (``runs.prepare_run``): a finished run is replaced
+    only with ``overwrite``; ``resume`` continues an interrupted run with the same
+    configuration, and of a finished one returns its recorded result, writing nothing."""
+    state = prepare_run(cfg.output_dir, resume=resume, overwrite=overwrite, config=to_dict(cfg),
+                        finished_marker=FINISHED, outputs=OUTPUTS, command="finetune")
+    if state == "finished":
+        log.warning("%s: this run is already finished; nothing was trained or written", cfg.output_dir)
+        return {**json.loads((Path(cfg.output_dir) / FINISHED).read_text()), "already_finished": True}
     backbone = load_base(cfg.base)
     tok, positions = backbone.tokenizer, max_positions(backbone)
     prepared = cfg.data_source(tok, positions)
@@ -174,12 +206,23 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
     labels = len(prepared.label_words) if (cfg.classification_head and prepared.kind == "classification") else 0
     model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options, seed=seed,
                                             num_labels=labels, head_weight=cfg.head_loss_weight)
-    summary = finetune(model, train, cfg.train, cfg.output_dir, fingerprint, resume=resume, progress=progress,
-                       run_config=to_dict(cfg), adapter_extra={"task_format": task_format(prepared, cfg)})
+    summary = finetune(model, train, cfg.train, cfg.output_dir, fingerprint, resume=resume, overwrite=overwrite,
+                       progress=progress, run_config=to_dict(cfg), adapter_extra={"task_format": task_format(prepared, cfg)})
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under DDP, rank 0 evaluates and writes
         return {"summary": summary}
+    try:
+        return _evaluate_and_record(cfg, prepared, model, summary, train, train_ex, dev, val)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted.after_training(summary["steps"], cfg.output_dir) from None
+
+
+def _evaluate_and_record(cfg: FinetuneConfig, prepared: Prepared, model, summary: dict[str, Any], train, train_ex,
+                         dev, val) -> dict[str, Any]:
+    """The reported split's metrics and predictions, validation, and ``result.json`` (last)."""
+    backbone = unwrap_backbone(model)
+    tok, positions, seed = backbone.tokenizer, max_positions(backbone), cfg.train.seed
     sampler = cfg.sampling.sampler(backbone.diffusion.num_steps)
     bs, out = cfg.sampling.batch_size, Path(cfg.output_dir)
     probe = encode_for(prepared, train_ex[: 1000 if prepared.kind == "classification" else 200], tok, positions)

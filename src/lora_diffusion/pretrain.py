@@ -15,22 +15,27 @@ from .data.corpus import chunk_corpus, read_corpus
 from .evaluation import nelbo
 from .hub import load_base, save_base
 from .objective import DiffusionObjective
-from .training.checkpoint import list_checkpoints
-from .training.trainer import Trainer
+from .runs import clear_run, prepare_run
+from .training.trainer import Trainer, TrainingInterrupted, check_batch
 from .utils.io import atomic_write_json
 from .utils.repro import provenance
 
 log = logging.getLogger(__name__)
+FINISHED = "pretrain_summary.json"
+OUTPUTS = (FINISHED, "model", "training_summary.json")
+CLEARED = (*OUTPUTS, "training_history.json", "tensorboard")
 
 
-def run_pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train and save ``<output_dir>/model`` (HF format) with ``pretrain_summary.json``."""
+def run_pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Train and save ``<output_dir>/model`` (HF format) with ``pretrain_summary.json``. The
+    output directory is checked first, as for ``finetune`` (``runs.prepare_run``)."""
     out = Path(cfg.output_dir)
-    if list_checkpoints(out / "checkpoints") and not resume:
-        raise FileExistsError(
-            f"{out} already holds checkpoints of a run; pass --resume to continue it or choose "
-            "another --output-dir (nothing was overwritten)"
-        )
+    state = prepare_run(out, resume=resume, overwrite=overwrite, config=to_dict(cfg), finished_marker=FINISHED,
+                        outputs=OUTPUTS, command="pretrain")
+    if state == "finished":
+        log.warning("%s: this run is already finished; nothing was trained or written", out)
+        return {**json.loads((out / FINISHED).read_text()), "already_finished": True}
     train_lines = read_corpus(cfg.corpus, "train")  # bad corpus fails before the model loads
     val_lines = read_corpus(cfg.corpus, "validation")
     model = load_base(cfg.base, cfg.diffusion)
@@ -38,6 +43,9 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = Tru
         p.requires_grad_(True)
     train = chunk_corpus(train_lines, model.tokenizer, cfg.seq_len, cfg.max_train_chunks)
     val = chunk_corpus(val_lines, model.tokenizer, cfg.seq_len, cfg.eval_chunks)
+    check_batch(cfg.train, len(train))
+    if overwrite:
+        clear_run(out, CLEARED)
     log.info("pretrain: %d train chunks (%d tokens), %d validation chunks", len(train), train.num_tokens, len(val))
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
@@ -56,18 +64,21 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = Tru
         start = evaluate(model)
         trainer.log({"step": 0, **{f"eval/{k}": v for k, v in start.items()}})
     summary = trainer.fit()
-    final = evaluate(trainer.unwrapped)
-    result = {
-        **summary,
-        "train_chunks": len(train),
-        "train_tokens": train.num_tokens,
-        "validation": {"start": trainer.history[0], "final": final},
-        "saved_to": str(out / "model"),
-        **provenance(cfg.train.seed),
-    }
-    if trainer.accelerator.is_main_process:  # one writer under DDP
-        save_base(trainer.unwrapped, out / "model",
-                  extra_files={"pretrain_summary.json": json.dumps(result, indent=2, default=str)})
-        atomic_write_json(out / "pretrain_summary.json", result)
+    try:
+        final = evaluate(trainer.unwrapped)
+        result = {
+            **summary,
+            "train_chunks": len(train),
+            "train_tokens": train.num_tokens,
+            "validation": {"start": trainer.history[0], "final": final},
+            "saved_to": str(out / "model"),
+            **provenance(cfg.train.seed),
+        }
+        if trainer.accelerator.is_main_process:  # one writer under DDP
+            save_base(trainer.unwrapped, out / "model",
+                      extra_files={"pretrain_summary.json": json.dumps(result, indent=2, default=str)})
+            atomic_write_json(out / "pretrain_summary.json", result)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted.after_training(trainer.step, out) from None
     trainer.accelerator.wait_for_everyone()
     return result

@@ -22,9 +22,10 @@ from .config import TrainConfig, load_config, require, to_dict
 from .data.examples import task_names
 from .finetune import FinetuneConfig, run_finetune
 from .methods import registered_methods
+from .runs import flatten
 from .training.checkpoint import list_checkpoints
 from .training.trainer import TrainingDiverged
-from .utils.io import atomic_write_json
+from .utils.io import atomic_write_json, check_writable_dir
 from .utils.repro import provenance
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,12 @@ class StudyConfig:
         require(not unknown, "methods", f"unknown {unknown}; registered: {registered_methods()}")
         require(len(self.seeds) >= 1, "seeds", "need at least one seed")
         require(all(s >= 0 for s in self.seeds), "seeds", f"must be >= 0, got {self.seeds}")
+        for m, lr in self.method_lr.items():
+            try:
+                ok = 0 < float(lr) <= 1
+            except (TypeError, ValueError):
+                ok = False
+            require(ok, f"method_lr.{m}", f"must be a learning rate > 0 and <= 1, got {lr!r}")
         for m in list(self.method_options) + list(self.method_lr):
             require(m in self.methods, "method_options", f"{m!r} is not one of the study's methods {self.methods}")
         known = task_names()
@@ -108,20 +115,9 @@ class StudyConfig:
                 for m in self.methods if i < len(self.seeds_of(t))]
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"lr": 1}} -> {"train.lr": 1}; mappings that are config values (method
-    options) stay whole."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and k not in ("method_options",):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def run_study(cfg: StudyConfig, progress: bool = True) -> list[Path]:
     """Run every (task, method, seed) not finished yet; return the result files."""
+    check_writable_dir(cfg.output_dir, "output_dir")
     results = []
     for task, method, seed in cfg.plan():
         run = cfg.run_config(method, seed, task)
@@ -132,11 +128,13 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> list[Path]:
         elif failed.is_file() and not cfg.retry_failed:
             log.info("study: %s %s seed %d failed before (%s), skipped", task, method, seed, failed)
         else:
-            resume = bool(list_checkpoints(Path(run.output_dir) / "checkpoints"))
+            # an interrupted run resumes; a failed one (its checkpoints would diverge again) and the
+            # leftovers of an attempt without checkpoints are discarded: it starts over
+            resume = bool(list_checkpoints(Path(run.output_dir) / "checkpoints")) and not failed.is_file()
             print(f"[study] {task} {method} seed {seed}{' (resuming)' if resume else ''} -> {run.output_dir}",
                   flush=True)
             try:
-                run_finetune(run, resume=resume, progress=progress)
+                run_finetune(run, resume=resume, progress=progress, overwrite=not resume)
             except TrainingDiverged as err:  # recorded and reported as such; the study goes on
                 atomic_write_json(failed, {"error": str(err), "task": task, "method": method, "seed": seed,
                                            "config": to_dict(run), **provenance(seed)})

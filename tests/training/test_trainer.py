@@ -9,7 +9,7 @@ from lora_diffusion.demo import resource
 from lora_diffusion.hub import save_base
 from lora_diffusion.pretrain import run_pretrain
 from lora_diffusion.testing import tiny_backbone
-from lora_diffusion.training.checkpoint import CheckpointError, list_checkpoints
+from lora_diffusion.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from lora_diffusion.training.trainer import Trainer, TrainingDiverged, batch_indices, lr_factor
 
 # Losses of the first 4 steps of `_tiny_pretrain` (seed 0), recorded on the CPU build of
@@ -79,19 +79,28 @@ def test_refuses_to_overwrite_without_resume_and_refuses_other_run(tmp_path):
     cfg = _tiny_cfg(tmp_path)
     run_pretrain(cfg, progress=False)
     saved = (tmp_path / "run" / "model" / "model.safetensors").read_bytes()
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="finished run .*--overwrite"):
         run_pretrain(cfg, progress=False)
     other = _tiny_cfg(tmp_path)
     other.base = "minilm"
-    with pytest.raises(CheckpointError, match="base"):
+    with pytest.raises(FileExistsError, match="another configuration.*base"):  # the recorded config differs
         run_pretrain(other, resume=True, progress=False)
     assert (tmp_path / "run" / "model" / "model.safetensors").read_bytes() == saved
+    with pytest.raises(CheckpointError, match="base"):  # a checkpoint refuses another base
+        load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1], tiny_backbone("bert"),
+                        *_opt_sched(tiny_backbone("bert")), {"job": "pretrain", "base": "minilm"})
+
+
+def _opt_sched(model):
+    opt = torch.optim.AdamW(model.parameters())
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
 
 def test_corrupt_checkpoint_names_the_path(tmp_path):
     cfg = _tiny_cfg(tmp_path)
     run_pretrain(cfg, progress=False)
     newest = list_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    (tmp_path / "run" / "pretrain_summary.json").unlink()  # as if interrupted after its last checkpoint
     (newest / "optimizer.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match=str(newest)):
         run_pretrain(cfg, resume=True, progress=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..config import load_config
 from .common import add_common, flag_overrides, load_pairs
@@ -37,7 +38,10 @@ def _finetune_parser(sub) -> None:
     p.add_argument("--steps", type=int, dest="train.max_steps")
     p.add_argument("--lr", type=float, dest="train.lr")
     p.add_argument("--seed", type=int, dest="train.seed")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --output-dir (same configuration; a finished run is left as is)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier run in --output-dir (discarded once every input has been checked)")
 
 
 FLAGS = {"method": "method", "task": "task", "base": "base", "data_dir": "data_dir", "data_root": "data_root",
@@ -52,9 +56,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     overrides.update(flag_overrides(args, FLAGS))
     overrides.update({k: v for k, v in vars(args).items() if k.startswith("data.") and v is not None})
     cfg = load_config(FinetuneConfig, args.config, overrides)
-    result = run_finetune(cfg, resume=args.resume, progress=not args.quiet)
+    result = run_finetune(cfg, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if "config" not in result:  # a non-main DDP process
         return 0
+    if result.get("already_finished"):
+        print(f"lora-diffusion finetune: {cfg.output_dir} is a finished run: nothing was trained or written; "
+              "its recorded result:", file=sys.stderr)
     acc = result["summary"]["accounting"]
     dev = result["dev"] or {}
     print(json.dumps({"method": cfg.method, "task": result["task"]["name"], "eval_split": result["eval_split"],

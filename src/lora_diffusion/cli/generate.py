@@ -48,9 +48,9 @@ def _generate_parser(sub) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ..api import load_pipeline
+    from ..api import pipeline_for
     from ..data.records import read_records
-    from ..utils.io import atomic_write_text
+    from ..utils.io import atomic_write_text, check_writable_file
 
     overrides = load_pairs(args.overrides)
     overrides.update(flag_overrides(args, {k: k for k in ("adapter", "base", "prompts", "input_file", "output",
@@ -58,11 +58,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     overrides.update({k: v for k, v in vars(args).items() if k.startswith("data.") and v is not None})
     overrides.update(sampling_overrides(args))
     cfg = load_config(GenerateConfig, args.config, overrides)
-    if cfg.output and Path(cfg.output).exists() and not cfg.overwrite:
+    if cfg.output and Path(cfg.output).exists() and not cfg.overwrite and not Path(cfg.output).is_dir():
         raise FileExistsError(f"{cfg.output} exists: pass --overwrite to replace it (nothing was written)")
     if cfg.output and not Path(cfg.output).parent.exists():
         raise ConfigError(f"output: the directory {Path(cfg.output).parent} does not exist")
-    pipe = load_pipeline(cfg.adapter or cfg.base, cfg.base if cfg.adapter else None)
+    if cfg.output:
+        check_writable_file(cfg.output, "output")
+    pipe = pipeline_for(cfg.adapter, cfg.base)
     if cfg.input_file:
         saved = pipe.task_format.get("data")
         data_cfg = cfg.data if "data" in overrides or any(k.startswith("data.") for k in overrides) or not saved \

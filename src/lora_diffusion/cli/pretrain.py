@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from ..config import PretrainConfig, load_config
+from ..config import ConfigError, PretrainConfig, load_config
 from .common import add_common, flag_overrides, load_pairs
 
 
@@ -17,7 +18,9 @@ def _pretrain_parser(sub) -> None:
     p.add_argument("--output-dir")
     p.add_argument("--steps", type=int, dest="train.max_steps")
     p.add_argument("--seed", type=int, dest="train.seed")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint (same configuration)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier run in --output-dir (discarded once every input has been checked)")
     p.add_argument("--cache", metavar="NAME", help="also install the trained base in the cache as "
                    "bases/NAME (the demo uses 'minilm-wt2' when present)")
 
@@ -43,7 +46,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         "train.max_steps": "train.max_steps", "train.seed": "train.seed",
     }))
     cfg = load_config(PretrainConfig, args.config, overrides)
-    result = run_pretrain(cfg, resume=args.resume, progress=not args.quiet)
+    if args.cache:
+        from ..paths import check_cache_name, default_cache_dir
+        from ..utils.io import check_writable_dir
+
+        check_cache_name(args.cache)
+        check_writable_dir(default_cache_dir() / "bases", "--cache (the cache directory)")
+    result = run_pretrain(cfg, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+    if result.get("already_finished"):
+        print(f"lora-diffusion pretrain: {cfg.output_dir} is a finished run: nothing was trained or written",
+              file=sys.stderr)
     if args.cache:
         from ..paths import cached_base
 
@@ -57,8 +69,16 @@ def cmd_eval_base(args: argparse.Namespace) -> int:
     from ..data.corpus import chunk_corpus, read_corpus
     from ..evaluation import evaluate_base
     from ..hub import load_base
-    from ..utils.io import atomic_write_json
+    from ..utils.io import atomic_write_json, check_writable_file
 
+    if args.output:
+        check_writable_file(args.output, "--output")
+    for name in ("seq_len", "batch_size"):
+        if getattr(args, name) < (8 if name == "seq_len" else 1):
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= {8 if name == 'seq_len' else 1}, "
+                              f"got {getattr(args, name)}")
+    if args.max_chunks < 0:
+        raise ConfigError(f"--max-chunks: must be >= 0, got {args.max_chunks}")
     lines = read_corpus(args.corpus, args.split)
     model = load_base(args.base)
     data = chunk_corpus(lines, model.tokenizer, args.seq_len, args.max_chunks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..config import load_config
 from .common import add_common, flag_overrides, load_pairs
@@ -49,7 +50,11 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from ..report import write_report
     from ..report_tasks import is_multi_task, write_task_report
+    from ..utils.io import check_writable_dir
 
+    if not Path(args.study).is_dir():
+        raise FileNotFoundError(f"--study {args.study}: no such study directory")
+    check_writable_dir(args.output, "--output")
     writer = write_task_report if is_multi_task(args.study) else write_report
     print(writer(args.study, args.output, args.study_command))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import load_config
+from ..config import ConfigError, load_config
 from .common import add_common, flag_overrides, load_pairs
 
 
@@ -52,8 +52,11 @@ def cmd_analyze_rank(args: argparse.Namespace) -> int:
     from ..demo import resource
     from ..methods.persistence import load_method
     from ..plots import plot_spectra
-    from ..utils.io import atomic_write_json
+    from ..utils.io import atomic_write_json, check_writable_dir
 
+    check_writable_dir(args.output_dir, "--output-dir")
+    if args.max_rows < 1:
+        raise ConfigError(f"--max-rows: must be >= 1, got {args.max_rows}")
     model = load_method(args.adapter, args.base)
     if model.method != "trajectory":
         raise ValueError(f"analyze-rank needs a trajectory adapter; {args.adapter} holds {model.method!r}")
@@ -90,11 +93,13 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench import BenchConfig, run_bench
+    from ..utils.io import check_writable_dir
 
     overrides = load_pairs(args.overrides)
     overrides.update(flag_overrides(args, {"base": "base", "methods": "methods", "rounds": "rounds",
                                             "output_dir": "output_dir"}))
     cfg = load_config(BenchConfig, args.config, overrides)
+    check_writable_dir(cfg.output_dir, "output_dir")
     result = run_bench(cfg)
     for t in result["targets"]:
         print(f"{'met ' if t['met'] else 'MISS'}  {t['target']}: {t['value']:.3f} (bound {t['bound']})")
@@ -110,9 +115,24 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_history(path: str) -> None:
+    """A ``training_history.json``: a list of {"step": int, ...} entries; problems name the file."""
+    from ..utils.io import read_json
+
+    hist = read_json(path, what="--history")
+    if not isinstance(hist, list):
+        raise ValueError(f"{path}: expected a list of logged steps, got {type(hist).__name__}")
+    for i, entry in enumerate(hist):
+        if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+            raise ValueError(f"{path}: entry {i}: field 'step': missing or not an integer")
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from ..plots import plot_history
+    from ..utils.io import check_writable_file
 
+    check_writable_file(args.output, "--output")
+    check_history(args.history)
     print(plot_history(args.history, args.output, args.title))
     return 0
 

@@ -8,7 +8,6 @@ Every label word of a task must be exactly one token (no label-length leak).
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,26 +34,25 @@ SST2 = ClassificationTask("sst2", "review: {a} sentiment:", {0: "negative", 1: "
 def read_labelled_tsv(path: str | Path, labels: set[int], header: bool = True) -> list[tuple[str, int]]:
     """Rows ``sentence<TAB>label`` (GLUE SST-2 layout). A missing column, an empty sentence
     or a label outside ``labels`` fails with the file and line named."""
+    from .textio import delimited_rows
+
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
     rows: list[tuple[str, int]] = []
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for lineno, rec in enumerate(reader, start=1):
-            if header and lineno == 1:
-                if rec[:2] != ["sentence", "label"]:
-                    raise DataError(f"{path}:1: expected header 'sentence<TAB>label', got {rec!r}")
-                continue
-            if len(rec) != 2 or not rec[0].strip():
-                raise DataError(f"{path}:{lineno}: expected 'sentence<TAB>label', got {rec!r}")
-            try:
-                label = int(rec[1])
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: label {rec[1]!r} is not an integer") from None
-            if label not in labels:
-                raise DataError(f"{path}:{lineno}: unknown label {label}; known labels {sorted(labels)}")
-            rows.append((rec[0].strip(), label))
+    for lineno, rec in delimited_rows(path, "\t"):
+        if header and lineno == 1:
+            if [c.strip() for c in rec[:2]] != ["sentence", "label"]:
+                raise DataError(f"{path}:1: expected header 'sentence<TAB>label', got {rec!r} "
+                                "(nothing is guessed: add the header line)")
+            continue
+        if len(rec) != 2 or not rec[0].strip():
+            raise DataError(f"{path}:{lineno}: expected 'sentence<TAB>label', got {rec!r}")
+        try:
+            label = int(rec[1])
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: label {rec[1]!r} is not an integer (field 'label')") from None
+        if label not in labels:
+            raise DataError(f"{path}:{lineno}: unknown label {label} in field 'label'; known labels {sorted(labels)}")
+        rows.append((rec[0].strip(), label))
     if not rows:
         raise DataError(f"{path}: no data rows")
     return rows

@@ -34,6 +34,9 @@ def read_text_file(path: Path) -> list[str]:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as err:
             raise CorpusError(f"{path}: not a readable gzip file: {err}") from None
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise CorpusError(f"{path}: binary data (NUL byte) on line {line}; expected UTF-8 text")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

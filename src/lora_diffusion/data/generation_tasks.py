@@ -12,7 +12,6 @@ response + 3 special tokens <= 512. The coverage is in each task's ``notes``.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .examples import DataError, Example, TaskSpec, carve_split, register_task
+from .textio import delimited_rows, read_text, read_text_lines
 
 SEED = 0  # the carving seed of every task that ships one split only
 SQUAD_EVAL_QUESTIONS = 1_000
@@ -37,12 +37,6 @@ YES_NO = {0: "no", 1: "yes"}
 # --------------------------------------------------------------------------- readers
 
 
-def _need_file(path: Path) -> Path:
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    return path
-
-
 def _text(rec: dict, key: str, where: str) -> str:
     """``rec[key]`` as a stripped, non-empty string; ``where`` is "file:line" or "file: record i"."""
     if key not in rec:
@@ -56,17 +50,16 @@ def _text(rec: dict, key: str, where: str) -> str:
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line; bad JSON names file and line."""
     rows: list[tuple[int, dict[str, Any]]] = []
-    with _need_file(path).open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: bad JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            rows.append((lineno, rec))
+    for lineno, line in enumerate(read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: bad JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+        rows.append((lineno, rec))
     if not rows:
         raise DataError(f"{path}: no data rows")
     return rows
@@ -74,14 +67,14 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(_need_file(path).read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: bad JSON ({err.msg} at column {err.colno})") from None
 
 
 def read_lines(path: Path) -> list[str]:
     """Stripped lines of a text file; an empty line names file and line."""
-    lines = _need_file(path).read_text(encoding="utf-8").splitlines()
+    lines = read_text(path).splitlines()
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             raise DataError(f"{path}:{lineno}: empty line")
@@ -101,15 +94,14 @@ def read_parallel(first: Path, second: Path) -> list[tuple[str, str]]:
 
 def read_glue_tsv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """(line number, {column: value}) of a GLUE TSV whose header names ``columns``."""
-    with _need_file(path).open(encoding="utf-8-sig", newline="") as fh:
-        records = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
-    header = records[0] if records else []
+    records = list(delimited_rows(path, "\t"))
+    header = records[0][1] if records else []
     missing = [c for c in columns if c not in header]
     if missing:
-        raise DataError(f"{path}:1: header lacks {missing}; got {header}")
+        raise DataError(f"{path}:{records[0][0] if records else 1}: header lacks {missing}; got {header}")
     where = {c: header.index(c) for c in columns}
     rows: list[tuple[int, dict[str, str]]] = []
-    for lineno, rec in enumerate(records[1:], start=2):
+    for lineno, rec in records[1:]:
         if len(rec) != len(header):
             raise DataError(f"{path}:{lineno}: expected {len(header)} columns, got {len(rec)}")
         values = {c: rec[i].strip() for c, i in where.items()}

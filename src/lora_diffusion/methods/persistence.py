@@ -6,12 +6,18 @@ the base's fingerprint: its config plus a SHA-256 of its weights) and
 whole model in Hugging Face format in ``model/`` instead (``hub.save_base``), plus its
 classification head, if any, in the safetensors file; weight LoRA also writes peft's own
 format to ``peft/`` (``PeftModel.from_pretrained`` reads it).
+
+``adapter_config.json`` records the SHA-256 of every tensor file of the adapter
+(``files_sha256``: the trained tensors, full fine-tuning's ``model/`` weights, the ``peft/``
+copy); loading checks them, and checks every field of the config (``adapter_files``), so a
+damaged file or an edited config is one line naming the file (and the field).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +28,16 @@ from safetensors.torch import load_file, save_file
 from ..backbone import DiffusionLM, unwrap_backbone
 from ..config import to_dict
 from ..hub import load_base, save_base
-from ..utils.io import atomic_directory
+from ..utils.integrity import hash_files, verify_files
+from ..utils.io import atomic_directory, read_json
+from .adapter_files import CONFIG_FILE, AdapterError, validate_adapter_config
 from .head import attach_head, head_of
 from .registry import apply_method, method_config
 
-CONFIG_FILE = "adapter_config.json"
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "AdapterError", "base_fingerprint", "load_method", "read_adapter_config",
+           "save_method"]
 WEIGHTS_FILE = "adapter_model.safetensors"
-
-
-class AdapterError(RuntimeError):
-    """An adapter cannot be read or does not belong to this base."""
+log = logging.getLogger(__name__)
 
 
 def base_fingerprint(backbone: DiffusionLM) -> dict[str, Any]:
@@ -82,18 +88,37 @@ def save_method(model: torch.nn.Module, directory: str | Path, fingerprint: dict
             save_file(trained_state(model), str(tmp / WEIGHTS_FILE))
         if hasattr(model, "save_peft"):
             model.save_peft(tmp / "peft")
+        meta["files_sha256"] = hash_files(tmp)
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     return directory
 
 
 def read_adapter_config(directory: str | Path) -> dict[str, Any]:
+    """The validated ``adapter_config.json`` of ``directory`` (every problem names the field)."""
     path = Path(directory) / CONFIG_FILE
+    if Path(directory).is_file():
+        raise AdapterError(f"{directory}: is a file; give the adapter directory (holding {CONFIG_FILE})")
+    if not path.is_file():
+        raise AdapterError(f"no {CONFIG_FILE} in {directory}")
+    return validate_adapter_config(read_json(path, AdapterError), path)
+
+
+def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AdapterError(f"no {CONFIG_FILE} in {directory}") from None
-    except json.JSONDecodeError as err:
-        raise AdapterError(f"{path}: unreadable JSON: {err}") from None
+        return load_file(str(directory / WEIGHTS_FILE))
+    except (OSError, SafetensorError) as err:
+        raise AdapterError(f"unreadable adapter weights {directory / WEIGHTS_FILE}: {err}") from err
+
+
+def _check_shapes(state: dict[str, torch.Tensor], model: torch.nn.Module, directory: Path) -> None:
+    """A weights file that does not fit the recorded config (an edited ``config``) is one line."""
+    params = dict(model.named_parameters())
+    for name, tensor in sorted(state.items()):
+        want = tuple(params[name].shape)
+        if tuple(tensor.shape) != want:
+            raise AdapterError(f"{directory / CONFIG_FILE}: field 'config' does not match {WEIGHTS_FILE}: tensor "
+                               f"{name} is {tuple(tensor.shape)} there but {want} for the recorded config "
+                               f"(was {CONFIG_FILE} edited?)")
 
 
 def check_base(saved: dict[str, Any], backbone: DiffusionLM, directory: Path) -> None:
@@ -119,6 +144,12 @@ def load_method(directory: str | Path, backbone: DiffusionLM | str | None = None
     directory = Path(directory)
     meta = read_adapter_config(directory)
     cfg = method_config(meta["method"], meta["config"])
+    state = _read_weights(directory) if (meta["method"] != "full" or (directory / WEIGHTS_FILE).exists()) else {}
+    if "files_sha256" in meta:
+        verify_files(directory, meta["files_sha256"], directory / CONFIG_FILE)
+    else:
+        log.warning("%s records no SHA-256 of its files (saved by an older version): not verified",
+                    directory / CONFIG_FILE)
     if meta["method"] == "full":
         model = apply_method("full", load_base(str(directory / "model")), cfg)
     else:
@@ -136,12 +167,10 @@ def load_method(directory: str | Path, backbone: DiffusionLM | str | None = None
         expected = {k for k in expected if k.startswith("cls_head.")}
         if not expected:
             return model.eval()
-    try:
-        state = load_file(str(directory / WEIGHTS_FILE))
-    except (OSError, SafetensorError) as err:
-        raise AdapterError(f"unreadable adapter weights {directory / WEIGHTS_FILE}: {err}") from err
     if set(state) != expected:
-        raise AdapterError(f"{directory / WEIGHTS_FILE} does not match method {meta['method']!r} "
-                           f"(missing {sorted(expected - set(state))[:3]}, extra {sorted(set(state) - expected)[:3]})")
+        raise AdapterError(f"{directory / CONFIG_FILE}: field 'config' does not match {WEIGHTS_FILE} for method "
+                           f"{meta['method']!r} (tensors missing there {sorted(expected - set(state))[:3]}, "
+                           f"unexpected {sorted(set(state) - expected)[:3]})")
+    _check_shapes(state, model, directory)
     model.load_state_dict(state, strict=False)
     return model.eval()

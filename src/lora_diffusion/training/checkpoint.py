@@ -5,7 +5,9 @@ Layout of ``<output>/checkpoints/step-000123/``:
   trainable.safetensors   trainable parameters by name
   optimizer.safetensors   flattened optimiser state ("state.<idx>.<key>")
   rng.safetensors         torch CPU (+ CUDA) RNG states (dropout)
-  state.json              step, scheduler, optimiser param groups, python/numpy RNG, identity
+  state.json              step, scheduler, optimiser param groups, python/numpy RNG, identity,
+                          the run's configuration and the SHA-256 of each safetensors file
+                          (checked on load: a changed file is refused, naming it)
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..utils.integrity import IntegrityError, hash_files, verify_files
 from ..utils.io import atomic_directory
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
+STATE_FILE = "state.json"
 
 
 class CheckpointError(RuntimeError):
@@ -66,8 +70,10 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     identity: dict[str, Any],
     keep: int,
+    run_config: dict[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically under ``root`` and prune to the newest ``keep``."""
+    """Write checkpoint ``step`` atomically under ``root`` and prune to the newest ``keep``.
+    ``run_config`` (the run's whole configuration) lets ``--resume`` refuse a changed one."""
     target = root / f"step-{step:07d}"
     opt_tensors, opt_meta = _flatten_optimizer(optimizer)
     rng = {"torch_cpu": torch.get_rng_state()}
@@ -85,8 +91,10 @@ def save_checkpoint(
             "optimizer": opt_meta,
             "python_random": random.getstate(),
             "numpy_random": _numpy_state(),
+            "run_config": run_config,
+            "files_sha256": hash_files(tmp),
         }
-        (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
+        (tmp / STATE_FILE).write_text(json.dumps(state, default=_json_default))
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -110,10 +118,14 @@ def load_checkpoint(
     """Restore everything saved by ``save_checkpoint``; return the step. A checkpoint of another
     method or base (``identity`` differs) is refused with both named."""
     try:
-        state = json.loads((path / "state.json").read_text())
+        state = json.loads((path / STATE_FILE).read_text())
+        if "files_sha256" in state:  # checkpoints of older versions record none
+            verify_files(path, state["files_sha256"], path / STATE_FILE)
         weights = load_file(str(path / "trainable.safetensors"))
         opt_tensors = load_file(str(path / "optimizer.safetensors"))
         rng = load_file(str(path / "rng.safetensors"))
+    except IntegrityError as err:
+        raise CheckpointError(f"damaged checkpoint: {err}") from None
     except (OSError, json.JSONDecodeError, SafetensorError, KeyError) as err:
         raise CheckpointError(f"unreadable checkpoint {path}: {err}") from err
     saved_id = state.get("identity", {})

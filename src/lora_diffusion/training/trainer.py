@@ -18,17 +18,39 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig, to_dict
+from ..config import ConfigError, TrainConfig, to_dict
 from ..utils.io import atomic_write_json
 from ..utils.memory import peak_rss_mb
 from ..utils.repro import provenance, seed_everything
-from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 
 Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict[str, float]]]
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, the gradient or a trained parameter became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: where it stopped and the checkpoint a resume starts from."""
+
+    def __init__(self, step: int, checkpoint: Path | None, output_dir: Path, phase: str = "") -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.checkpoint, self.output_dir, self.phase = step, checkpoint, output_dir, phase
+
+    @classmethod
+    def after_training(cls, step: int, output_dir: str | Path) -> TrainingInterrupted:
+        """Ctrl-C after the last step (saving or evaluating): the final checkpoint resumes it."""
+        last = list_checkpoints(Path(output_dir) / "checkpoints")
+        return cls(step, last[-1] if last else None, Path(output_dir), "after training, while saving or evaluating")
+
+
+def check_batch(cfg: TrainConfig, rows: int) -> None:
+    """A global batch larger than the data would repeat rows within a step: refused."""
+    if cfg.batch_size > rows:
+        raise ConfigError(f"train.batch_size {cfg.batch_size} is larger than the {rows} training rows: every step "
+                          f"would repeat rows; set train.batch_size (and train.micro_batch_size) to at most {rows}",
+                          field="train.batch_size")
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -103,6 +125,7 @@ class Trainer:
         self.identity = identity or {}
         self.run_config = run_config or {}
         self.progress = progress
+        check_batch(cfg, len(train_data))
         _allow_new_precision(cfg.mixed_precision)
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
         world = self.accelerator.num_processes
@@ -113,7 +136,8 @@ class Trainer:
             )
         self.accum = cfg.batch_size // (cfg.micro_batch_size * world)
         seed_everything(cfg.seed)
-        params = [p for p in model.parameters() if p.requires_grad]
+        self._trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for _, p in self._trainable]
         if not params:
             raise ValueError("the model has no trainable parameters")
         self.num_trainable = sum(p.numel() for p in params)
@@ -138,7 +162,7 @@ class Trainer:
         return save_checkpoint(
             self.ckpt_root, self.step, self.unwrapped, self.optimizer.optimizer
             if hasattr(self.optimizer, "optimizer") else self.optimizer,
-            self.scheduler, self.identity, self.cfg.keep_checkpoints,
+            self.scheduler, self.identity, self.cfg.keep_checkpoints, self.run_config,
         )
 
     def restore(self) -> bool:
@@ -192,12 +216,28 @@ class Trainer:
         grad_norm = self.accelerator.clip_grad_norm_(
             [p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm
         )
+        if self.cfg.mixed_precision != "fp16" and not math.isfinite(float(grad_norm)):  # fp16: the scaler skips
+            self._diverged(f"non-finite gradient norm ({float(grad_norm)})")
         logs["lr"] = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._check_parameters()
         logs["grad_norm"] = float(grad_norm)
         return logs
+
+    def _check_parameters(self) -> None:
+        """Stop before a non-finite weight can be saved (one device sync per step)."""
+        if bool(torch.stack([torch.isfinite(p).all() for _, p in self._trainable]).all()):
+            return
+        bad = [n for n, p in self._trainable if not bool(torch.isfinite(p).all())]
+        self._diverged(f"non-finite values in {len(bad)} trained parameter tensor(s) after the update "
+                       f"(e.g. {bad[0]}; is train.lr = {self.cfg.lr:g} too large?)")
+
+    def _diverged(self, what: str) -> None:
+        last = list_checkpoints(self.ckpt_root)
+        raise TrainingDiverged(f"{what} at step {self.step + 1}; stopped before saving anything of this step. "
+                               f"Last good checkpoint: {last[-1] if last else 'none yet'}")
 
     def _reduce(self, logs: dict[str, float]) -> dict[str, float]:
         """Average the logged values over processes (token counts are summed)."""
@@ -213,20 +253,29 @@ class Trainer:
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
-            last = list_checkpoints(self.ckpt_root)
-            raise TrainingDiverged(
-                f"non-finite loss ({loss.item()}) at step {self.step + 1}; stopping. "
-                f"Last good checkpoint: {last[-1] if last else 'none yet'}"
-            )
+            self._diverged(f"non-finite loss ({loss.item()})")
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to ``max_steps`` (continuing from the newest checkpoint with ``resume``)."""
-        if resume and not getattr(self, "_restored", False):
-            self.restore()
+        if resume and not getattr(self, "_restored", False) and not self.restore():
+            raise CheckpointError(f"nothing to resume: no checkpoint in {self.ckpt_root}")
         cfg = self.cfg
         start_step, times, start = self.step, [], time.perf_counter()
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.progress or
                    not self.accelerator.is_main_process, desc="train", dynamic_ncols=True)
+        try:
+            self._loop(bar, times)
+        except KeyboardInterrupt:
+            bar.close()
+            last = list_checkpoints(self.ckpt_root)
+            raise TrainingInterrupted(self.step, last[-1] if last else None, self.output_dir) from None
+        bar.close()
+        if cfg.save_every and self.step % cfg.save_every:
+            self._save()  # the final state, so that --resume of a finished run is a no-op
+        return self._summary(start_step, times, time.perf_counter() - start)
+
+    def _loop(self, bar, times: list[float]) -> None:
+        cfg = self.cfg
         while self.step < cfg.max_steps:
             t0 = time.perf_counter()
             logs = self._train_step()
@@ -242,10 +291,6 @@ class Trainer:
                 self.log({"step": self.step, **{f"eval/{k}": v for k, v in self.evaluate(self.unwrapped).items()}})
             if cfg.save_every and self.step % cfg.save_every == 0:
                 self._save()
-        bar.close()
-        if cfg.save_every and self.step % cfg.save_every:
-            self._save()  # the final state, so that --resume of a finished run is a no-op
-        return self._summary(start_step, times, time.perf_counter() - start)
 
     def _tensorboard(self):
         try:
