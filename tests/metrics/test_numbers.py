@@ -73,3 +73,14 @@ def test_gsm8k_any_reference_matches():
 
 def test_negative_answers():
     assert compute_metrics("gsm8k", ["it drops to -3"], [("#### -3",)])["exact_match"] == 100.0
+
+
+def test_wordpiece_spacing_inside_numbers_is_joined():
+    from lora_diffusion.metrics import compute_metrics
+    from lora_diffusion.metrics.numbers import join_number_parts
+
+    assert join_number_parts("#### 1, 234 and 3. 8 end. 5 cats") == "#### 1,234 and 3.8 end. 5 cats"
+    out = compute_metrics("gsm8k", ["so #### 1, 234", "it is 3. 8"], [("#### 1,234",), ("#### 3.8",)])
+    assert out["exact_match"] == 100.0
+    sts = compute_metrics("stsb", ["3. 8", "1. 0", "4. 5"], [("3. 8",), ("1. 0",), ("4. 6",)])
+    assert sts["parse_rate"] == 100.0 and sts["pearson"] > 99.0

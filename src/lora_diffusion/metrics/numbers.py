@@ -12,6 +12,9 @@ and removes commas. Definition used here:
 * numbers are matched by ``-?\\d[\\d,]*(\\.\\d*)?`` (also ``.5``), then commas and a trailing
   period are removed and the values compared exactly as decimals, so ``"1,000" == "1000"``,
   ``"3.0" == "3"`` and ``"$18."`` gives 18.
+* a wordpiece decoder writes ``3.8`` as ``"3. 8"`` and ``1,234`` as ``"1, 234"``: a ``.`` or
+  ``,`` with digits on both sides has the spaces around it removed first (``join_number_parts``),
+  in predictions and references alike.
 * ``exact_match`` = % of predictions equal to any gold answer; ``answer_rate`` = % of
   predictions that contain any number.
 """
@@ -26,6 +29,14 @@ _NUMBER = re.compile(r"-?(?:\d[\d,]*(?:\.\d*)?|\.\d+)")
 _MARKER = "####"
 
 
+_SPLIT_NUMBER = re.compile(r"(?<=\d)\s*([.,])\s*(?=\d)")
+
+
+def join_number_parts(text: str) -> str:
+    """``"3. 8"`` -> ``"3.8"``, ``"1, 234"`` -> ``"1,234"`` (digits on both sides only)."""
+    return _SPLIT_NUMBER.sub(r"\1", text)
+
+
 def parse_number(token: str) -> Decimal | None:
     """``"1,000"`` -> 1000, ``"18."`` -> 18, ``"3.0"`` -> 3.0; ``None`` when not a number."""
     cleaned = token.replace(",", "").rstrip(".")
@@ -38,7 +49,7 @@ def parse_number(token: str) -> Decimal | None:
 
 
 def _numbers(text: str) -> list[Decimal]:
-    values = (parse_number(m) for m in _NUMBER.findall(text))
+    values = (parse_number(m) for m in _NUMBER.findall(join_number_parts(text)))
     return [v for v in values if v is not None]
 
 
