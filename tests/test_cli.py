@@ -59,6 +59,6 @@ def test_methods_and_params(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "adapter banks" in out and "instruction encoder" in out
     assert main(["finetune", "--method", "nope"]) == 2
-    assert "registered: ['adapter', 'bitfit', 'full', 'lora', 'prefix', 'trajectory']" in capsys.readouterr().err
+    assert "registered: ['adapter', 'bitfit', 'full', 'lora', 'prefix', 'trajectory', 'trajectory-composed']" in capsys.readouterr().err
     assert main(["finetune", "--task", "imdb"]) == 2
     assert "task: unknown task 'imdb'" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The denoiser: one wrapper over any Hugging Face ``AutoModelForMaskedLM``.
+"""The denoiser: one wrapper over a Hugging Face masked LM, a remote-code diffusion LM (LLaDA,
+Dream) or a causal LM run bidirectionally (``families.py``).
 
 Data path: tokens x_t (B, L) -> [+ optional time embedding] -> trunk -> h_t (B, L, D)
 -> [method hook: h'_t = perturb(h_t, t)] -> output head at the selected positions -> (N, V).
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from .config import DiffusionConfig
+from .families import FAMILIES, full_attention_mask, head_fn, hidden_size_of, mask_token_id
 
 Tensor = torch.Tensor
 Perturb = Callable[[Tensor, Tensor], Tensor]
@@ -46,38 +48,20 @@ class TimeEmbedding(nn.Module):
         return self.proj(sinusoidal_features(t, self.feature_dim).to(self.proj.weight.dtype))
 
 
-def _head_fn(mlm: nn.Module) -> Callable[[Tensor], Tensor]:
-    """The MLM output head of a transformers model as a function h (..., D) -> (..., V).
-    (Plain functions, so the head is not registered a second time as a submodule.)"""
-    if hasattr(mlm, "cls"):  # BERT family
-        return lambda h: mlm.cls(h)
-    if hasattr(mlm, "lm_head"):  # RoBERTa, XLM-R, ...
-        return lambda h: mlm.lm_head(h)
-    if hasattr(mlm, "head") and hasattr(mlm, "decoder"):  # ModernBERT
-        return lambda h: mlm.decoder(mlm.head(h))
-    if hasattr(mlm, "vocab_projector"):  # DistilBERT
-        return lambda h: mlm.vocab_projector(
-            mlm.vocab_layer_norm(mlm.activation(mlm.vocab_transform(h)))
-        )
-    raise TypeError(
-        f"don't know the output head of {type(mlm).__name__}; supported: BERT, RoBERTa, "
-        "DistilBERT, ModernBERT and models with a `cls` or `lm_head` module"
-    )
-
-
 class DiffusionLM(nn.Module):
-    """A masked diffusion LM over a transformers masked LM and its tokenizer."""
+    """A masked diffusion LM over a transformers model of one of ``FAMILIES`` and its tokenizer."""
 
-    def __init__(self, mlm: nn.Module, tokenizer, diffusion: DiffusionConfig | None = None):
+    def __init__(self, mlm: nn.Module, tokenizer, diffusion: DiffusionConfig | None = None, family: str = "masked"):
         super().__init__()
+        if family not in FAMILIES:
+            raise ValueError(f"unknown backbone family {family!r}; choose from {FAMILIES}")
         self.mlm = mlm
         self.tokenizer = tokenizer
+        self.family = family
         self.diffusion = diffusion or DiffusionConfig()
-        if tokenizer.mask_token_id is None:
-            raise ValueError(f"tokenizer {type(tokenizer).__name__} has no mask token")
-        self.mask_token_id = int(tokenizer.mask_token_id)
+        self.mask_token_id = mask_token_id(mlm, tokenizer)
         self.pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        self._head = _head_fn(mlm)
+        self._head = head_fn(mlm, family)
         self.time_embedding = (
             TimeEmbedding(self.hidden_size, self.diffusion.num_steps)
             if self.diffusion.time_conditioning
@@ -87,8 +71,7 @@ class DiffusionLM(nn.Module):
     # ----------------------------------------------------------------------------- shapes
     @property
     def hidden_size(self) -> int:
-        cfg = self.mlm.config
-        return int(getattr(cfg, "hidden_size", None) or cfg.dim)
+        return hidden_size_of(self.mlm.config)
 
     @property
     def vocab_size(self) -> int:
@@ -96,6 +79,8 @@ class DiffusionLM(nn.Module):
 
     @property
     def trunk(self) -> nn.Module:
+        """The model that maps ids to final hidden states (for LLaDA-style models, whose inner
+        model returns logits too, the last of its hidden states: see ``families.py``)."""
         return self.mlm.base_model
 
     # ---------------------------------------------------------------------------- forward
@@ -117,14 +102,21 @@ class DiffusionLM(nn.Module):
             return self._trunk_forward(input_ids, attention_mask, steps)
 
     def _trunk_forward(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor | None) -> Tensor:
+        kwargs: dict = {}
+        if self.family == "a2d":  # a causal LM, run bidirectionally
+            attention_mask = full_attention_mask(attention_mask, self.mlm.get_input_embeddings().weight.dtype)
+        if self.family == "diffusion":  # LLaDA's inner model returns logits: take its last hidden state
+            kwargs["output_hidden_states"] = True
         if self.time_embedding is None:
-            out = self.trunk(input_ids=input_ids, attention_mask=attention_mask)
+            out = self.trunk(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         else:
             if steps is None:
                 raise ValueError("time-conditioned backbone needs the step t of every row")
             embeds = self.mlm.get_input_embeddings()(input_ids)
             embeds = embeds + self.time_embedding(steps)[:, None, :].to(embeds.dtype)
-            out = self.trunk(inputs_embeds=embeds, attention_mask=attention_mask)
+            out = self.trunk(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
+        if self.family == "diffusion" and getattr(out, "last_hidden_state", None) is None:
+            return out.hidden_states[-1]
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
     def head(self, hidden: Tensor) -> Tensor:

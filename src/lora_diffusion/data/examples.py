@@ -95,7 +95,7 @@ def register_task(spec: TaskSpec) -> TaskSpec:
 
 
 def get_task(name: str) -> TaskSpec:
-    from . import generation_tasks, tasks  # noqa: F401  (registration on import)
+    from . import composite, generation_tasks, tasks  # noqa: F401  (registration on import)
 
     try:
         return TASKS[name]
@@ -104,7 +104,7 @@ def get_task(name: str) -> TaskSpec:
 
 
 def task_names() -> list[str]:
-    from . import generation_tasks, tasks  # noqa: F401
+    from . import composite, generation_tasks, tasks  # noqa: F401
 
     return sorted(TASKS)
 

@@ -2,6 +2,7 @@
 
 from .bitfit import BitFitConfig, BitFitModel
 from .bottleneck import BottleneckConfig, BottleneckModel
+from .compose import ComposedConfig, ComposedTrajectoryModel
 from .full import FullConfig, FullModel
 from .lora import LoraMethodConfig, LoraModel
 from .prefix import PrefixConfig, PrefixModel
@@ -15,9 +16,12 @@ register_method("bitfit", BitFitConfig, BitFitModel, "BitFit: only bias terms ar
 register_method("prefix", PrefixConfig, PrefixModel, "prefix tuning: trainable keys/values in every attention layer")
 register_method("trajectory", TrajectoryConfig, TrajectoryModel,
                 "LoRA-Diffusion: low-rank phase-bank perturbations of h_t (frozen trunk)")
+register_method("trajectory-composed", ComposedConfig, ComposedTrajectoryModel,
+                "M trajectory adapters superposed on one trunk pass (router / uniform / weights / oracle)")
 
 __all__ = [
-    "BitFitConfig", "BitFitModel", "BottleneckConfig", "BottleneckModel", "LoraMethodConfig", "LoraModel",
+    "BitFitConfig", "BitFitModel", "BottleneckConfig", "BottleneckModel", "ComposedConfig", "ComposedTrajectoryModel",
+    "LoraMethodConfig", "LoraModel",
     "PrefixConfig", "PrefixModel", "FullConfig", "FullModel", "TrajectoryConfig", "TrajectoryModel", "apply_method", "get_method",
     "method_config", "register_method", "registered_methods",
 ]

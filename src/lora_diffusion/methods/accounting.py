@@ -14,11 +14,15 @@ PREFIX_GROUPS = (
     ("adapter.time_embedding.", "timestep embedding"),
     ("adapter.encoder.", "instruction encoder"),
     ("cls_head.", "classification head"),
+    ("router.", "router (Eq. 21)"),
 )
 
 
 def _group_of(name: str) -> str:
-    """Accounting group of a parameter name (``adapter.banks.<phase>.<leaf>`` for banks)."""
+    """Accounting group of a parameter name (``adapter.banks.<phase>.<leaf>`` for banks; a
+    composed model's ``adapters.<task>.`` counts as ``adapter.``)."""
+    if name.startswith("adapters."):
+        name = "adapter." + name.split(".", 2)[2]
     if name.startswith("adapter.banks."):
         leaf = name.split(".")[3]
         return "adapter banks (W_A, W_B)" if leaf in ("down", "up") else "FiLM heads (gamma, beta)"

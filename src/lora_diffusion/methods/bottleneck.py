@@ -13,7 +13,7 @@ from torch import nn
 from ..backbone import DiffusionLM
 from ..config import require
 from .base import InBackboneMethod
-from .targets import ADAPTER_SITES, matching_linears, targets_for
+from .targets import ADAPTER_SITES, matching_linears, out_features, targets_for
 
 
 @dataclass
@@ -65,6 +65,6 @@ class BottleneckModel(InBackboneMethod):
         for name, linear in sites:
             parent_name, _, child = name.rpartition(".")
             parent = backbone.mlm.get_submodule(parent_name)
-            adapter = Bottleneck(linear.out_features, cfg.bottleneck, cfg.init_std).to(linear.weight.dtype)
+            adapter = Bottleneck(out_features(linear), cfg.bottleneck, cfg.init_std).to(linear.weight.dtype)
             setattr(parent, child, AdaptedLinear(linear, adapter))
         self.num_sites = len(sites)

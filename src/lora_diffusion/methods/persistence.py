@@ -60,6 +60,12 @@ def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def saved_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What is saved: the trained tensors, or a method's own ``saved_state()`` (a composed
+    model keeps its frozen task adapters too)."""
+    return model.saved_state() if hasattr(model, "saved_state") else trained_state(model)
+
+
 def save_method(model: torch.nn.Module, directory: str | Path, fingerprint: dict[str, Any] | None = None,
                 extra: dict[str, Any] | None = None) -> Path:
     """Save what the method trained (atomically). ``fingerprint`` is the base's identity taken
@@ -85,7 +91,7 @@ def save_method(model: torch.nn.Module, directory: str | Path, fingerprint: dict
                 save_file({f"cls_head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
                           str(tmp / WEIGHTS_FILE))
         else:
-            save_file(trained_state(model), str(tmp / WEIGHTS_FILE))
+            save_file(saved_tensors(model), str(tmp / WEIGHTS_FILE))
         if hasattr(model, "save_peft"):
             model.save_peft(tmp / "peft")
         meta["files_sha256"] = hash_files(tmp)
@@ -162,7 +168,7 @@ def load_method(directory: str | Path, backbone: DiffusionLM | str | None = None
         model = apply_method(meta["method"], backbone, cfg)
     if "classification_head" in meta:
         attach_head(model, meta["classification_head"]["num_labels"], meta["classification_head"]["weight"])
-    expected = set(trained_state(model))
+    expected = set(saved_tensors(model))
     if meta["method"] == "full":
         expected = {k for k in expected if k.startswith("cls_head.")}
         if not expected:

@@ -19,6 +19,8 @@ from ..backbone import DiffusionLM
 from ..config import require
 from .base import InBackboneMethod
 
+PREFIX_TYPES = ("bert", "roberta", "xlm-roberta", "electra")
+
 
 @dataclass
 class PrefixConfig:
@@ -68,8 +70,10 @@ class PrefixModel(InBackboneMethod):
         for p in backbone.parameters():
             p.requires_grad_(False)
         layers = [m for m in backbone.mlm.modules() if all(hasattr(m, a) for a in ("query", "key", "value", "scaling"))]
-        if not layers or backbone.mlm.config.model_type not in ("bert", "roberta"):
-            raise ValueError(f"prefix tuning supports BERT and RoBERTa layouts, not {backbone.mlm.config.model_type!r}")
+        kind = backbone.mlm.config.model_type
+        if not layers or kind not in PREFIX_TYPES:
+            raise ValueError(f"prefix tuning supports the BERT-style attention of {PREFIX_TYPES}, not {kind!r} "
+                             f"({type(backbone.mlm).__name__}, backbone family {getattr(backbone, 'family', 'masked')!r})")
         d = backbone.hidden_size
         self.prefix_keys = nn.ParameterList(nn.Parameter(torch.randn(cfg.num_prefix, d) * cfg.init_std) for _ in layers)
         self.prefix_values = nn.ParameterList(nn.Parameter(torch.randn(cfg.num_prefix, d) * cfg.init_std) for _ in layers)

@@ -23,6 +23,7 @@ from ..utils.io import atomic_write_json
 from ..utils.memory import peak_rss_mb
 from ..utils.repro import provenance, seed_everything
 from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from .distributed import ObjectiveModule, check_launch_mode, enable_gradient_checkpointing
 
 Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict[str, float]]]
 
@@ -127,7 +128,12 @@ class Trainer:
         self.progress = progress
         check_batch(cfg, len(train_data))
         _allow_new_precision(cfg.mixed_precision)
-        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        # find_unused_parameters: see ObjectiveModule (a phase bank may see no row of a micro-batch)
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
+                                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        check_launch_mode(str(self.accelerator.distributed_type))
         world = self.accelerator.num_processes
         if cfg.batch_size % (cfg.micro_batch_size * world):
             raise ValueError(
@@ -146,7 +152,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, warmup, cfg.max_steps, cfg.min_lr_ratio)
         )
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        self.model, self.optimizer = self.accelerator.prepare(ObjectiveModule(model, objective), optimizer)
         self.history: list[dict[str, Any]] = []
         self.step = 0
         self.tb = self._tensorboard() if cfg.tensorboard and self.accelerator.is_main_process else None
@@ -154,7 +162,8 @@ class Trainer:
     # ------------------------------------------------------------------------------ state
     @property
     def unwrapped(self) -> torch.nn.Module:
-        return self.accelerator.unwrap_model(self.model)
+        """The method model (without the objective wrapper and the DDP / FSDP wrapper)."""
+        return self.accelerator.unwrap_model(self.model).model
 
     def _save(self) -> Path | None:
         if not self.accelerator.is_main_process:
@@ -206,7 +215,7 @@ class Trainer:
             last = i == len(batches) - 1
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
                 with self.accelerator.autocast():
-                    loss, extra = self.objective(self.model, batch, gen)
+                    loss, extra = self.model(batch, gen)
                 self._check_finite(loss)
                 self.accelerator.backward(loss / len(batches))
             logs["loss"] = logs.get("loss", 0.0) + loss.item() / len(batches)
