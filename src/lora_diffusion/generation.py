@@ -18,7 +18,7 @@ from .backbone import Perturb, unwrap_backbone
 from .config import require
 from .data.encoding import pad_collate, response_tokens
 from .diffusion import get_schedule
-from .diffusion.sampler import REMASKING, SamplerConfig, sample
+from .diffusion.sampler import PARALLEL, REMASKING, SamplerConfig, sample
 from .methods.head import anchor_mask, head_of, head_predictions
 
 
@@ -74,7 +74,13 @@ class GenerationOptions:
 
     ``remasking``: random (the exact ancestral sampler: each step reveals a uniform random
     subset, event-driven), low_confidence (LLaDA) or margin (top-2 margin). ``num_steps`` 0:
-    the base's T. ``response_length`` 0: the task's (or the adapter's) response budget."""
+    the base's T. ``response_length`` 0: the task's (or the adapter's) response budget.
+
+    ``parallel``: none (the remasking's step schedule), threshold (each model call reveals every
+    masked position of the active block whose confidence exceeds ``threshold``, at least one)
+    or fixed (``tokens_per_call`` positions per call); with either, remasking only picks the
+    confidence (margin: the top-2 gap; otherwise the drawn token's probability) and T is the
+    step grid the model's t is read on (``diffusion.sampler.sample_parallel``)."""
 
     num_steps: int = 0
     remasking: str = "random"
@@ -82,6 +88,9 @@ class GenerationOptions:
     temperature: float = 1.0
     top_k: int = 0
     block_length: int = 0
+    parallel: str = "none"
+    threshold: float = 0.9
+    tokens_per_call: int = 2
     response_length: int = 0
     batch_size: int = 32
     seed: int = 0
@@ -92,13 +101,19 @@ class GenerationOptions:
         require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
         require(self.top_k >= 0, "top_k", f"must be >= 0, got {self.top_k}")
         require(self.block_length >= 0, "block_length", f"must be >= 0, got {self.block_length}")
+        require(self.parallel in PARALLEL, "parallel", f"must be one of {list(PARALLEL)}, got {self.parallel!r}")
+        require(isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0, "threshold",
+                f"must be a probability in [0, 1], got {self.threshold!r}")
+        require(isinstance(self.tokens_per_call, int) and self.tokens_per_call >= 1, "tokens_per_call",
+                f"must be an integer >= 1, got {self.tokens_per_call!r}")
         require(self.response_length >= 0, "response_length", f"must be >= 0, got {self.response_length}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
 
     def sampler(self, default_steps: int) -> SamplerConfig:
         return SamplerConfig(num_steps=self.num_steps or default_steps, temperature=self.temperature,
                              greedy=self.greedy, top_k=self.top_k, strategy=REMASKING[self.remasking],
-                             block_length=self.block_length)
+                             block_length=self.block_length, parallel=self.parallel,
+                             threshold=float(self.threshold), tokens_per_call=self.tokens_per_call)
 
 
 @dataclass

@@ -26,6 +26,13 @@ def add_sampling(p: argparse.ArgumentParser, prefix: str = "sampling.") -> None:
     g.add_argument("--top-k", type=int, dest=f"{prefix}top_k", metavar="K")
     g.add_argument("--block-length", type=int, dest=f"{prefix}block_length", metavar="N",
                    help="semi-autoregressive blocks of this many response tokens (0: one block)")
+    g.add_argument("--parallel", dest=f"{prefix}parallel", choices=["none", "threshold", "fixed"],
+                   help="parallel decoding: threshold (reveal every position above --threshold, at least "
+                        "one per model call) or fixed (--tokens-per-call per call); default none")
+    g.add_argument("--threshold", type=float, dest=f"{prefix}threshold", metavar="P",
+                   help="confidence threshold of --parallel threshold (default 0.9; implies it)")
+    g.add_argument("--tokens-per-call", type=int, dest=f"{prefix}tokens_per_call", metavar="K",
+                   help="tokens revealed per model call with --parallel fixed (default 2; implies it)")
     g.add_argument("--response-length", type=int, dest=f"{prefix}response_length", metavar="N",
                    help="response positions, end token included (default: the adapter's budget)")
     g.add_argument("--batch-size", type=int, dest=f"{prefix}batch_size", metavar="N")
@@ -33,10 +40,18 @@ def add_sampling(p: argparse.ArgumentParser, prefix: str = "sampling.") -> None:
 
 
 def sampling_overrides(args: argparse.Namespace, prefix: str = "sampling.") -> dict[str, object]:
-    """The sampling flags that were given; a temperature turns greedy decoding off."""
+    """The sampling flags that were given; a temperature turns greedy decoding off, and
+    ``--threshold`` / ``--tokens-per-call`` without ``--parallel`` select that mode."""
     out = {k: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
     if out.get(f"{prefix}temperature") is not None:
         out[f"{prefix}greedy"] = False
+    implied = [mode for mode, key in (("threshold", "threshold"), ("fixed", "tokens_per_call"))
+               if f"{prefix}{key}" in out]
+    if f"{prefix}parallel" not in out and implied:
+        if len(implied) > 1:
+            raise ConfigError("--threshold and --tokens-per-call select different parallel modes; "
+                              "give --parallel threshold or --parallel fixed")
+        out[f"{prefix}parallel"] = implied[0]
     return out
 
 

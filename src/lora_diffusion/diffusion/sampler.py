@@ -22,6 +22,13 @@ positions (with that step's own t). The step-by-step sampler (``event_driven=Fal
 textbook loop: every row, every masked position, every one of the T steps) draws the same
 tau and u, so both give identical samples; only the number of trunk passes differs.
 All randomness comes from one ``torch.Generator``: same seed, same output.
+
+Parallel decoding (``parallel``; ``sample_parallel``): instead of a step schedule, each model
+call reveals a data-dependent number of positions of the active block: ``threshold`` (Fast-dLLM)
+reveals every still-masked position whose confidence exceeds ``threshold``, and at least the
+most confident one; ``fixed`` reveals the ``tokens_per_call`` most confident. Confidence is the
+drawn token's probability, or the top-2 margin with the margin strategy. Each call is one pass
+through ``denoise``, so the method's hook runs at every call.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from .schedules import Schedule, alpha_at_step
 Tensor = torch.Tensor
 Denoise = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
 STRATEGIES = ("ancestral", "low_confidence", "margin")
+PARALLEL = ("none", "threshold", "fixed")
 REMASKING = {"random": "ancestral", "low_confidence": "low_confidence", "margin": "margin"}  # CLI names
 
 
@@ -49,6 +57,9 @@ class SamplerConfig:
     strategy: str = "ancestral"
     block_length: int = 0  # 0: the whole response is one block
     event_driven: bool = True  # ancestral: run the model only at steps where something unmasks
+    parallel: str = "none"  # none (the strategy's step schedule), threshold or fixed (sample_parallel)
+    threshold: float = 0.9  # parallel=threshold: reveal every position whose confidence exceeds it
+    tokens_per_call: int = 2  # parallel=fixed: reveal this many positions per model call
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -61,6 +72,12 @@ class SamplerConfig:
             raise ValueError(f"sampler.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.block_length < 0:
             raise ValueError(f"sampler.block_length must be >= 0, got {self.block_length}")
+        if self.parallel not in PARALLEL:
+            raise ValueError(f"sampler.parallel must be one of {PARALLEL}, got {self.parallel!r}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"sampler.threshold must be in [0, 1], got {self.threshold}")
+        if self.tokens_per_call < 1:
+            raise ValueError(f"sampler.tokens_per_call must be >= 1, got {self.tokens_per_call}")
 
 
 def draw_tokens(logits: Tensor, cfg: SamplerConfig, generator: torch.Generator | None = None,
@@ -135,6 +152,8 @@ def sample(
 ) -> Tensor:
     """Generate the ``generate_mask`` (B, L) positions of ``x`` (B, L) and return x_0 (B, L).
     Other positions (instruction, padding) are kept as given."""
+    if cfg.parallel != "none":
+        return sample_parallel(denoise, x, generate_mask, mask_token_id, schedule, cfg, generator)
     x = torch.where(generate_mask, torch.full_like(x, mask_token_id), x)
     denoise = _never_mask(denoise, mask_token_id)
     blocks = block_ids(generate_mask, cfg.block_length)
@@ -159,6 +178,86 @@ def sample(
             t = model_step(s, local_steps, cfg.num_steps)
             x = _confidence_step(denoise, x, still, active, s, local_steps, t, schedule, cfg, generator)
     return x
+
+
+def masked_fraction_step(still: Tensor, total: Tensor, schedule: Schedule, num_steps: int) -> Tensor:
+    """The model step t (1..T) for a row whose active block has ``still`` (B,) of its ``total``
+    (B,) positions masked: the step at which the forward process has masked that fraction,
+    with m_s = 1 - alpha_s (increasing, m_0 = 0) normalised by m_T as in ``reveal_steps``:
+
+        t = min{s in 1..T : m_s / m_T >= still / total}
+
+    so a fully masked block gets t = T and t falls towards 1 as the block fills. (B,) long.
+    Linear schedule, T = n = total: t = still, the step the one-reveal-per-step low-confidence
+    sampler would use."""
+    m = 1.0 - alpha_at_step(schedule, torch.arange(num_steps + 1), num_steps).double().to(still.device)
+    frac = still.double() / total.clamp(min=1).double()
+    # a small tolerance so that a fraction equal to m_s / m_T (up to rounding) maps to s itself
+    return torch.searchsorted(m / m[-1], (frac - 1e-9).contiguous(), right=False).clamp(1, num_steps)
+
+
+@torch.no_grad()
+def sample_parallel(
+    denoise: Denoise,
+    x: Tensor,
+    generate_mask: Tensor,
+    mask_token_id: int,
+    schedule: Schedule,
+    cfg: SamplerConfig,
+    generator: torch.Generator,
+) -> Tensor:
+    """Parallel decoding: blocks (``block_length``, 0 = one block) are filled left to right;
+    within a block, every model call predicts all still-masked positions of the block (only the
+    rows that have some) and reveals, per row,
+
+    - ``parallel="threshold"``: every position whose confidence exceeds ``cfg.threshold``,
+      and always the most confident one (so threshold 1.0 reveals exactly one per call);
+    - ``parallel="fixed"``: the ``cfg.tokens_per_call`` = K most confident (all if fewer
+      remain), so a block of n positions takes ceil(n / K) calls.
+
+    Confidence is the drawn token's probability (greedy: the top probability), or the top-2
+    margin p_(1) - p_(2) with ``strategy="margin"``; ties go to the leftmost position. The step
+    passed to the model is ``masked_fraction_step`` of the row's active block:
+    t = min{s : (1 - alpha_s) / (1 - alpha_T) >= masked / block size}, on the T =
+    ``cfg.num_steps`` grid (rows that fill at different rates get their own t in one call); a
+    fully masked block gets t = T. With the linear schedule, one reveal per call and T equal to
+    the response length (or the block count times the block length), this is the low-confidence
+    sampler with T steps (same reveals, same t, same draws from ``generator``; exact ties in
+    confidence aside). Trunk passes: one per call, i.e. per block the most any row needs."""
+    x = torch.where(generate_mask, torch.full_like(x, mask_token_id), x)
+    denoise = _never_mask(denoise, mask_token_id)
+    blocks = block_ids(generate_mask, cfg.block_length)
+    n_blocks = int(blocks.max().item()) + 1 if generate_mask.any() else 0
+    margin = cfg.strategy == "margin"
+    for b in range(n_blocks):
+        active = blocks == b
+        size = active.sum(1)
+        while True:
+            still = active & (x == mask_token_id)
+            if not still.any():
+                break
+            steps = masked_fraction_step(still.sum(1), size, schedule, cfg.num_steps)
+            logits = denoise(x, steps, still, still.any(1).nonzero().squeeze(1))
+            tokens, conf = draw_tokens(logits, cfg, generator, margin=margin)
+            x = torch.where(_parallel_reveal(still, conf, cfg), _scatter(x, still, tokens), x)
+    return x
+
+
+def _scatter(x: Tensor, where: Tensor, values: Tensor) -> Tensor:
+    out = x.clone()
+    out[where] = values
+    return out
+
+
+def _parallel_reveal(still: Tensor, conf: Tensor, cfg: SamplerConfig) -> Tensor:
+    """Which ``still`` (B, L) positions to reveal, given the confidence (N,) of each in
+    ``still.nonzero()`` order: ranks per row by descending confidence (stable: ties leftmost)."""
+    score = torch.full(still.shape, float("-inf"), device=still.device, dtype=torch.float64)
+    score[still] = conf.double()
+    ranks = torch.argsort(torch.argsort(-score, dim=1, stable=True), dim=1, stable=True)
+    if cfg.parallel == "fixed":
+        return still & (ranks < cfg.tokens_per_call)
+    return still & ((ranks == 0) | (score > cfg.threshold))
 
 
 def _never_mask(denoise: Denoise, mask_token_id: int) -> Denoise:
