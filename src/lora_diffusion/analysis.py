@@ -7,6 +7,16 @@ positions over a data set, with singular values s_1 >= ... >= s_D:
 
 It measures the composed delta_t = sigma(t) sum_i g_i(h_t, t, c) (FiLM included), not the raw
 weight matrices.
+
+Two perturbation sets (``analyze_rank(..., over=...)``):
+
+- ``steps`` (Eq. 28 as written: over the steps of a phase): for every example and response
+  position, the matrix Delta_p = [delta_t]_{t in phase p} (|p| x D), one row per step t of the
+  phase, along one forward trajectory of that example (one uniform u per position; a position
+  is masked at t when u < P(masked at t), so x_t gains masks as t grows, as in q). r_eff of each
+  matrix; the figure is the mean (sd, median) over the (example, position) matrices;
+- ``rows`` (the earlier figure): one delta_t per response position and example, at a t drawn
+  from the phase, stacked over the data set (N x D).
 """
 
 from __future__ import annotations
@@ -77,3 +87,58 @@ def analyze_rank(model: TrajectoryModel, data, **kw: Any) -> dict[str, Any]:
         }
     return result
 
+
+
+@torch.no_grad()
+def step_deltas(model: TrajectoryModel, data, steps_of_phase: list[int], batch_size: int = 32, seed: int = 0,
+                max_rows: int = 0) -> torch.Tensor:
+    """delta_t at every response position of every example for every t of ``steps_of_phase``,
+    along one coupled forward trajectory per example: (positions, |steps|, D)."""
+    model.eval()
+    backbone = model.backbone
+    schedule, T = get_schedule(backbone.diffusion.schedule), backbone.diffusion.num_steps
+    gen = torch.Generator().manual_seed(seed)
+    n = min(len(data), max_rows) if max_rows else len(data)
+    out = []
+    for start in range(0, n, batch_size):
+        batch = pad_collate([data[i] for i in range(start, min(start + batch_size, n))], backbone.pad_token_id)
+        gmask, instr, x0 = batch["generate_mask"].bool(), batch["instruction_mask"].bool(), batch["input_ids"]
+        u = torch.rand(x0.shape, generator=gen)
+        per_step = []
+        for t in steps_of_phase:
+            steps = torch.full((x0.shape[0],), t, dtype=torch.long)
+            masked = gmask & (u < mask_probability(schedule, steps, T)[:, None])
+            x_t = torch.where(masked, torch.full_like(x0, backbone.mask_token_id), x0)
+            h = backbone.hidden_states(x_t, batch["attention_mask"], steps)
+            per_step.append(model.adapter.delta(h, steps, instr, x_t)[gmask].float())
+        out.append(torch.stack(per_step, dim=1))
+    return torch.cat(out)
+
+
+def analyze_rank_steps(model: TrajectoryModel, data, batch_size: int = 32, seed: int = 0,
+                       max_rows: int = 0) -> dict[str, Any]:
+    """{phase: {effective_rank (mean over matrices), effective_rank_sd, effective_rank_median,
+    nominal_rank, steps, rows, positions, singular_values (mean normalised spectrum)}}."""
+    T = model.backbone.diffusion.num_steps
+    n = min(len(data), max_rows) if max_rows else len(data)
+    result = {}
+    for i, (name, steps) in enumerate(phase_steps(T, model.cfg.boundaries).items()):
+        if not steps:
+            continue
+        deltas = step_deltas(model, data, steps, batch_size, seed, max_rows)  # (P, |steps|, D)
+        s = torch.linalg.svdvals(deltas.double())  # (P, min(|steps|, D))
+        ranks = torch.tensor([effective_rank(row) for row in s], dtype=torch.float64)
+        spectra = s / s.sum(1, keepdim=True).clamp(min=1e-300)
+        result[name] = {
+            "effective_rank": float(ranks.mean()),
+            "effective_rank_sd": float(ranks.std()) if len(ranks) > 1 else 0.0,
+            "effective_rank_median": float(ranks.median()),
+            "nominal_rank": model.cfg.ranks[i] * model.cfg.num_modules,
+            "over": "steps",
+            "steps": [min(steps), max(steps)],
+            "rows": n,
+            "positions": int(deltas.shape[0]),
+            "mean_norm": float(deltas.norm(dim=2).mean()),
+            "singular_values": spectra.mean(0).tolist(),
+        }
+    return result

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .backbone import DiffusionLM
+from .backbone import DiffusionLM, unwrap_backbone
 from .config import DiffusionConfig
 from .diffusion import (
     elbo_weight,
@@ -27,6 +27,15 @@ def _batches(data, batch_size: int):
     for start in range(0, len(data), batch_size):
         rows = [data[i] for i in range(start, min(start + batch_size, len(data)))]
         yield {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def _forward(model, batch, x_t, steps, masked):
+    """Logits at ``masked``; rows that carry an ``instruction_mask`` (a clean instruction prefix,
+    see ``forgetting.py``) pass it on, so a method conditioned on the instruction sees it
+    (a bare ``DiffusionLM`` ignores it)."""
+    device = x_t.device
+    extra = {"instruction_mask": batch["instruction_mask"].to(device).bool()} if "instruction_mask" in batch else {}
+    return model(x_t, batch["attention_mask"].to(device), steps, select=masked, **extra)
 
 
 @torch.no_grad()
@@ -48,8 +57,8 @@ def nelbo(
             x0 = batch["input_ids"].to(device)
             gen_mask = batch["generate_mask"].to(device).bool()
             steps = steps_all[i * batch_size : i * batch_size + x0.shape[0]].to(device)
-            x_t, masked = forward_mask(x0, gen_mask, mask_probability(schedule, steps, T), model.mask_token_id, gen)
-            logits = model(x_t, batch["attention_mask"].to(device), steps, select=masked)
+            x_t, masked = forward_mask(x0, gen_mask, mask_probability(schedule, steps, T), unwrap_backbone(model).mask_token_id, gen)
+            logits = _forward(model, batch, x_t, steps, masked)
             w = elbo_weight(schedule, steps, T).to(device)
             total += float((w[masked.nonzero()[:, 0]] * token_nll(logits, x0[masked]).double()).sum())
             tokens += int(gen_mask.sum())
@@ -70,9 +79,9 @@ def masked_accuracy(
     correct, count, nll = 0, 0, 0.0
     for batch in _batches(data, batch_size):
         x0 = batch["input_ids"].to(device)
-        x_t, masked = mask_at_rate(x0, batch["generate_mask"].to(device).bool(), rate, model.mask_token_id, gen)
+        x_t, masked = mask_at_rate(x0, batch["generate_mask"].to(device).bool(), rate, unwrap_backbone(model).mask_token_id, gen)
         steps = torch.full((x0.shape[0],), step, dtype=torch.long, device=device)
-        logits = model(x_t, batch["attention_mask"].to(device), steps, select=masked)
+        logits = _forward(model, batch, x_t, steps, masked)
         target = x0[masked]
         correct += int((logits.argmax(-1) == target).sum())
         nll += float(token_nll(logits, target).sum())

@@ -8,11 +8,21 @@ method. Runs go seed by seed (every task and method at the first seed, then the 
 interrupted study already has one seed per cell. A finished run (result present) is
 skipped, an interrupted one resumes from its newest checkpoint. Every method gets the same
 step budget, batch, data order (per seed) and evaluation.
+
+A grid (``grid``: dotted ``FinetuneConfig`` field -> values, e.g.
+``{"method_options.lambda_rank": [0, 0.01]}``; several fields give their cartesian product)
+runs the whole study once per grid point, in ``<output_dir>/<point-slug>/<method>/seed-<n>/``
+(``run_grid``), seed by seed across the points; the study's own settings are the default
+point, added (slug ``default``) when no grid point equals them. ``grid.json`` at the top
+records the points; ``report_grid`` puts each point beside the default.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +31,7 @@ from typing import Any
 from .config import TrainConfig, load_config, require, to_dict
 from .data.examples import task_names
 from .finetune import FinetuneConfig, run_finetune
-from .methods import registered_methods
+from .methods import method_config, registered_methods
 from .runs import flatten
 from .training.checkpoint import list_checkpoints
 from .training.trainer import TrainingDiverged
@@ -56,6 +66,8 @@ class StudyConfig:
     keep_checkpoints: bool = False  # a finished run's checkpoints are deleted (its adapter and result stay)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=1000, lr=1e-4, warmup_steps=500, batch_size=64, micro_batch_size=16, save_every=100))
+    grid: dict[str, Any] = field(default_factory=dict)  # dotted FinetuneConfig field -> values (run_grid)
+    run_overrides: dict[str, Any] = field(default_factory=dict)  # dotted FinetuneConfig fields of every run
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in registered_methods()]
@@ -81,6 +93,13 @@ class StudyConfig:
         for t, over in self.task_overrides.items():
             require(isinstance(over, dict), f"task_overrides.{t}", f"must be a mapping, got {over!r}")
             self.run_config(self.methods[0], self.seeds_of(t)[0], t)  # a bad override fails at load
+        for key, values in self.grid.items():
+            require(isinstance(values, list) and values, f"grid.{key}", f"must be a non-empty list, got {values!r}")
+            require(key != "output_dir" and not key.startswith("train.seed"), f"grid.{key}",
+                    "not a field a grid may vary")
+        if self.run_overrides:
+            for m in self.methods:  # a bad grid value fails at load, naming the field
+                self.run_config(m, self.seeds_of(self.task_list()[0])[0], self.task_list()[0])
 
     @property
     def multi(self) -> bool:
@@ -101,7 +120,7 @@ class StudyConfig:
             eval_split=self.eval_split, max_train_rows=self.max_train_rows, validation_rows=self.validation_rows,
             eval_rows=self.eval_rows, classification_head=self.classification_head,
             head_loss_weight=self.head_loss_weight, output_dir=str(self.run_dir(method, seed, task)), train=train)
-        over = self.task_overrides.get(task)
+        over = {**self.run_overrides, **(self.task_overrides.get(task) or {})}
         return load_config(FinetuneConfig, None, {**flatten(to_dict(base)), **over}) if over else base
 
     def run_dir(self, method: str, seed: int, task: str | None = None) -> Path:
@@ -116,31 +135,120 @@ class StudyConfig:
 
 
 def run_study(cfg: StudyConfig, progress: bool = True) -> list[Path]:
-    """Run every (task, method, seed) not finished yet; return the result files."""
+    """Run every (task, method, seed) not finished yet; return the result files (a grid:
+    ``run_grid``)."""
+    if cfg.grid:
+        return run_grid(cfg, progress)
     check_writable_dir(cfg.output_dir, "output_dir")
     results = []
     for task, method, seed in cfg.plan():
-        run = cfg.run_config(method, seed, task)
-        result = Path(run.output_dir) / "result.json"
-        failed = Path(run.output_dir) / FAILED_FILE
-        if result.is_file():
-            log.info("study: %s %s seed %d already done, skipped", task, method, seed)
-        elif failed.is_file() and not cfg.retry_failed:
-            log.info("study: %s %s seed %d failed before (%s), skipped", task, method, seed, failed)
-        else:
-            # an interrupted run resumes; a failed one (its checkpoints would diverge again) and the
-            # leftovers of an attempt without checkpoints are discarded: it starts over
-            resume = bool(list_checkpoints(Path(run.output_dir) / "checkpoints")) and not failed.is_file()
-            print(f"[study] {task} {method} seed {seed}{' (resuming)' if resume else ''} -> {run.output_dir}",
-                  flush=True)
-            try:
-                run_finetune(run, resume=resume, progress=progress, overwrite=not resume)
-            except TrainingDiverged as err:  # recorded and reported as such; the study goes on
-                atomic_write_json(failed, {"error": str(err), "task": task, "method": method, "seed": seed,
-                                           "config": to_dict(run), **provenance(seed)})
-                print(f"[study] {task} {method} seed {seed} FAILED: {err} (recorded in {failed})", flush=True)
-                continue
-            if not cfg.keep_checkpoints and result.is_file():
-                shutil.rmtree(Path(run.output_dir) / "checkpoints", ignore_errors=True)
-        results.append(result)
+        result = run_cell(cfg, task, method, seed, progress)
+        if result is not None:
+            results.append(result)
+    return results
+
+GRID_FILE = "grid.json"  # the same name as report_grid.GRID_FILE
+
+
+@dataclass
+class GridPoint:
+    slug: str
+    overrides: dict[str, Any]
+    default: bool = False
+
+
+def _slug_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "-".join(_slug_value(v) for v in value)
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value))
+
+
+def point_slug(overrides: dict[str, Any]) -> str:
+    """``method_options.ranks=8-8-8+train.lr=0.001``: a directory name for a grid point."""
+    return "+".join(f"{k}={_slug_value(v)}" for k, v in overrides.items()) or "default"
+
+
+def point_study(cfg: StudyConfig, point: GridPoint) -> StudyConfig:
+    """The study of one grid point: the study's config with the point's fields on every run."""
+    return replace(cfg, grid={}, run_overrides={**cfg.run_overrides, **point.overrides},
+                   output_dir=str(Path(cfg.output_dir) / point.slug))
+
+
+def _same_runs(a: StudyConfig, b: StudyConfig) -> bool:
+    def runs(c: StudyConfig) -> list[dict[str, Any]]:
+        out = []
+        for task, method, seed in c.plan():
+            d = to_dict(c.run_config(method, seed, task))
+            d.pop("output_dir")
+            d["method_options"] = to_dict(method_config(method, d["method_options"]))  # defaults made explicit
+            out.append(d)
+        return out
+
+    return runs(a) == runs(b)
+
+
+def grid_points(cfg: StudyConfig) -> list[GridPoint]:
+    """Every point of the grid (the cartesian product of its fields, in the order given),
+    the one equal to the study's own settings marked default (added when there is none)."""
+    keys = list(cfg.grid)
+    points = [GridPoint(point_slug(dict(zip(keys, values))), dict(zip(keys, values)))
+              for values in itertools.product(*(cfg.grid[k] for k in keys))]
+    slugs = [p.slug for p in points]
+    require(len(set(slugs)) == len(slugs), "grid", f"two grid points share a directory name: {slugs}")
+    plain = replace(cfg, grid={})
+    for p in points:
+        p.default = _same_runs(point_study(cfg, p), plain)
+    if not any(p.default for p in points):
+        points.insert(0, GridPoint("default", {}, True))
+    return points
+
+
+def run_cell(cfg: StudyConfig, task: str, method: str, seed: int, progress: bool = True) -> Path | None:
+    """Run one (task, method, seed) unless finished (or failed before); its result file, or
+    None when it diverged."""
+    run = cfg.run_config(method, seed, task)
+    result = Path(run.output_dir) / "result.json"
+    failed = Path(run.output_dir) / FAILED_FILE
+    if result.is_file():
+        log.info("study: %s %s seed %d already done, skipped", task, method, seed)
+    elif failed.is_file() and not cfg.retry_failed:
+        log.info("study: %s %s seed %d failed before (%s), skipped", task, method, seed, failed)
+    else:
+        # an interrupted run resumes; a failed one (its checkpoints would diverge again) and the
+        # leftovers of an attempt without checkpoints are discarded: it starts over
+        resume = bool(list_checkpoints(Path(run.output_dir) / "checkpoints")) and not failed.is_file()
+        print(f"[study] {task} {method} seed {seed}{' (resuming)' if resume else ''} -> {run.output_dir}",
+              flush=True)
+        try:
+            run_finetune(run, resume=resume, progress=progress, overwrite=not resume)
+        except TrainingDiverged as err:  # recorded and reported as such; the study goes on
+            atomic_write_json(failed, {"error": str(err), "task": task, "method": method, "seed": seed,
+                                       "config": to_dict(run), **provenance(seed)})
+            print(f"[study] {task} {method} seed {seed} FAILED: {err} (recorded in {failed})", flush=True)
+            return None
+        if not cfg.keep_checkpoints and result.is_file():
+            shutil.rmtree(Path(run.output_dir) / "checkpoints", ignore_errors=True)
+    return result
+
+
+def run_grid(cfg: StudyConfig, progress: bool = True) -> list[Path]:
+    """Every grid point's study, seed by seed across the points (an interrupted grid already
+    has its first seeds everywhere); finished runs are skipped, interrupted ones resume."""
+    check_writable_dir(cfg.output_dir, "output_dir")
+    points = grid_points(cfg)
+    manifest = {"grid": cfg.grid, "points": [{"slug": p.slug, "overrides": p.overrides, "default": p.default}
+                                             for p in points], "study": to_dict(replace(cfg, grid={}))}
+    path = Path(cfg.output_dir) / GRID_FILE
+    if not path.is_file() or json.loads(path.read_text()) != json.loads(json.dumps(manifest, default=str)):
+        atomic_write_json(path, manifest)
+    studies = [point_study(cfg, p) for p in points]
+    cells = []
+    for k, sub in enumerate(studies):
+        for pos, (task, method, seed) in enumerate(sub.plan()):
+            cells.append((sub.seeds_of(task).index(seed), k, pos, sub, task, method, seed))
+    results = []
+    for _, _, _, sub, task, method, seed in sorted(cells, key=lambda c: c[:3]):
+        result = run_cell(sub, task, method, seed, progress)
+        if result is not None:
+            results.append(result)
     return results

@@ -15,12 +15,12 @@ import sys
 import traceback
 
 from ..config import ConfigError
-from . import compose, demo, evaluate, finetune, generate, pretrain, study, tools
+from . import compose, demo, evaluate, finetune, forgetting, generate, pretrain, study, tools
 from .interrupt import interrupted_message
 
 USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError)
 
-MODULES = (pretrain, demo, finetune, generate, evaluate, study, tools, compose)
+MODULES = (pretrain, demo, finetune, generate, evaluate, study, tools, compose, forgetting)
 
 
 def commands() -> dict:

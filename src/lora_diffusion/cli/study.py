@@ -22,6 +22,54 @@ def _study_parser(sub) -> None:
     p.add_argument("--num-seeds", type=int, help="use the first N of the seeds")
     p.add_argument("--steps", type=int, dest="train.max_steps")
     p.add_argument("--output-dir")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="run the study at every value of a dotted run field (repeatable: the cartesian product), "
+                        "e.g. --grid method_options.lambda_rank=0,0.01 --grid 'method_options.ranks=[8,8,8],[64,32,8]'; "
+                        "runs in <output>/<KEY=V>/<method>/seed-<n>/")
+
+
+def split_values(text: str) -> list[str]:
+    """Comma-separated values, commas inside brackets or quotes kept: ``[8,8],[4,4]``."""
+    out, depth, quote, cur = [], 0, "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    out.append(cur)
+    return [v.strip() for v in out]
+
+
+def parse_grid(pairs: list[str]) -> dict[str, list]:
+    """``["key=v1,v2", ...]`` -> {key: [v1, v2]} (each value read as YAML)."""
+    import yaml
+
+    from ..config import ConfigError
+
+    grid: dict[str, list] = {}
+    for pair in pairs:
+        key, sep, values = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise ConfigError(f"--grid {pair!r}: expected KEY=V1,V2,...")
+        if key in grid:
+            raise ConfigError(f"--grid {key}: given twice")
+        try:
+            grid[key] = [yaml.safe_load(v) for v in split_values(values)]
+        except yaml.YAMLError:
+            raise ConfigError(f"--grid {pair!r}: a value is not valid YAML") from None
+        if any(v is None for v in grid[key]):
+            raise ConfigError(f"--grid {pair!r}: an empty value")
+    return grid
 
 
 def _report_parser(sub) -> None:
@@ -39,6 +87,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         "base": "base", "task": "task", "tasks": "tasks", "data_dir": "data_dir", "data_root": "data_root", "methods": "methods", "seeds": "seeds",
         "output_dir": "output_dir", "train.max_steps": "train.max_steps",
     }))
+    if args.grid:
+        overrides["grid"] = parse_grid(args.grid)
     cfg = load_config(StudyConfig, args.config, overrides)
     if args.num_seeds:
         cfg.seeds = cfg.seeds[: args.num_seeds]
@@ -49,13 +99,15 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ..report import write_report
+    from ..report_grid import is_grid, write_grid_report
     from ..report_tasks import is_multi_task, write_task_report
     from ..utils.io import check_writable_dir
 
     if not Path(args.study).is_dir():
         raise FileNotFoundError(f"--study {args.study}: no such study directory")
     check_writable_dir(args.output, "--output")
-    writer = write_task_report if is_multi_task(args.study) else write_report
+    writer = (write_grid_report if is_grid(args.study) else write_task_report if is_multi_task(args.study)
+              else write_report)
     print(writer(args.study, args.output, args.study_command))
     return 0
 

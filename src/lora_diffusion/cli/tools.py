@@ -13,7 +13,16 @@ def _rank_parser(sub) -> None:
     p = sub.add_parser("analyze-rank", help="effective rank of a trained trajectory adapter's deltas per phase")
     p.add_argument("--adapter", required=True, help="directory saved by finetune (adapter_config.json)")
     p.add_argument("--base", default=None, help="base it was trained on (default: the recorded source)")
-    p.add_argument("--data", default=None, help="SST-2 TSV to run over (default: the packaged SST-2 dev)")
+    p.add_argument("--data", default=None, help="SST-2 TSV to run over (default, when no --task / --data-file: "
+                   "the packaged SST-2 dev)")
+    p.add_argument("--task", default="", help="a registered task: its reported split (or --split)")
+    p.add_argument("--data-dir", default="", help="the task's folder (default: <data-root>/<task folder>)")
+    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--data-file", default="", help="a labelled JSONL / CSV / TSV file (prompt/response fields)")
+    p.add_argument("--split", default="")
+    p.add_argument("--over", choices=["steps", "rows"], default="steps",
+                   help="steps (default; Eq. 28: the deltas over the steps of each phase, per example and "
+                        "position) or rows (one delta per example and position, stacked over the data set)")
     p.add_argument("--max-rows", type=int, default=512)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -46,28 +55,60 @@ def _methods_parser(sub) -> None:
     sub.add_parser("methods", help="list the registered methods")
 
 
-def cmd_analyze_rank(args: argparse.Namespace) -> int:
-    from ..analysis import analyze_rank
+def _rank_data(args: argparse.Namespace, pipe):
+    """The rows to run over: a task split or a labelled file, laid out as the adapter was
+    trained; else an SST-2 TSV (``--data``, default the packaged SST-2 dev)."""
     from ..data.classification import SST2, encode_examples, read_labelled_tsv
     from ..demo import resource
-    from ..methods.persistence import load_method
+
+    if not (args.task or args.data_file):
+        rows = read_labelled_tsv(args.data or resource("sst2_dev.tsv"), set(SST2.verbalizer))
+        return encode_examples(rows[: args.max_rows], SST2, pipe.tokenizer)
+    from ..data.encoding import ResponseFormat, tokenize_examples
+    from ..data.records import DataFileConfig
+    from ..data.sources import resolve_data
+    from ..evaluate import with_labels
+
+    prepared = resolve_data(task=args.task, data_dir=args.data_dir, data_root=args.data_root, data_file="",
+                            eval_file=args.data_file, eval_split=args.split, file_cfg=DataFileConfig(), metric="",
+                            fmt=ResponseFormat(), tokenizer=pipe.tokenizer, need_train=False)
+    saved = pipe.task_format
+    same = bool(saved) and (saved.get("task") == args.task if args.task else not saved.get("task"))
+    words = prepared.label_words or (pipe.label_words if not args.task else {})
+    examples = prepared.eval[: args.max_rows]
+    if words and not prepared.label_words:
+        examples = with_labels(examples, words, args.data_file)
+    return tokenize_examples(examples, pipe.tokenizer, pipe.response_format() if same else prepared.format,
+                             words or None)
+
+
+def cmd_analyze_rank(args: argparse.Namespace) -> int:
+    from ..analysis import analyze_rank, analyze_rank_steps
+    from ..api import pipeline_for
+    from ..methods.persistence import read_adapter_config
     from ..plots import plot_spectra
     from ..utils.io import atomic_write_json, check_writable_dir
 
     check_writable_dir(args.output_dir, "--output-dir")
     if args.max_rows < 1:
         raise ConfigError(f"--max-rows: must be >= 1, got {args.max_rows}")
-    model = load_method(args.adapter, args.base)
-    if model.method != "trajectory":
-        raise ValueError(f"analyze-rank needs a trajectory adapter; {args.adapter} holds {model.method!r}")
-    rows = read_labelled_tsv(args.data or resource("sst2_dev.tsv"), set(SST2.verbalizer))
-    data = encode_examples(rows, SST2, model.backbone.tokenizer)
-    result = analyze_rank(model, data, max_rows=args.max_rows, seed=args.seed)
+    if args.task and args.data_file:
+        raise ConfigError("--task and --data-file: give one")
+    meta = read_adapter_config(args.adapter)
+    if meta["method"] != "trajectory":
+        raise ValueError(f"analyze-rank needs a trajectory adapter; {args.adapter} holds {meta['method']!r}")
+    pipe = pipeline_for(args.adapter, args.base or "")
+    data = _rank_data(args, pipe)
+    if args.over == "steps":
+        result = analyze_rank_steps(pipe.model, data, max_rows=args.max_rows, seed=args.seed)
+    else:
+        result = analyze_rank(pipe.model, data, max_rows=args.max_rows, seed=args.seed)
     out = Path(args.output_dir)
     atomic_write_json(out / "effective_rank.json", result)
     plot_spectra(result, out / "effective_rank.png")
     for phase, r in result.items():
-        print(f"{phase:>5}: effective rank {r['effective_rank']:.2f} (nominal {r['nominal_rank']}, {r['rows']} rows)")
+        print(f"{phase:>5}: effective rank {r['effective_rank']:.2f} over {args.over} (nominal {r['nominal_rank']}, "
+              f"{r['rows']} rows)")
     return 0
 
 

@@ -48,11 +48,60 @@ def read_text_file(path: Path) -> list[str]:
     return lines
 
 
-def read_corpus(source: str, split: str = "train") -> list[str]:
+def read_csv_column(path: Path, column: str = "text") -> list[str]:
+    """One text per CSV row from ``column`` (quoted multi-line cells allowed; each cell's
+    whitespace, newlines included, collapsed to single spaces); empty cells are skipped.
+    Errors name ``file:line``."""
+    import csv
+    import io
+
+    if not path.is_file():
+        raise CorpusError(f"corpus file not found: {path}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise CorpusError(f"{path}:{line}: not UTF-8 text (byte {err.start}): {err.reason}") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise CorpusError(f"corpus file is empty: {path}") from None
+    except csv.Error as err:
+        raise CorpusError(f"{path}:{reader.line_num}: unreadable CSV: {err}") from None
+    if column not in header:
+        raise CorpusError(f"{path}:1: no column {column!r} in the header (columns: {header}); "
+                          "choose one with --csv-column")
+    index, lines = header.index(column), []
+    try:
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise CorpusError(f"{path}:{reader.line_num}: {len(row)} fields, the header has {len(header)}")
+            cell = " ".join(row[index].split())
+            if cell:
+                lines.append(cell)
+    except csv.Error as err:
+        raise CorpusError(f"{path}:{reader.line_num}: unreadable CSV: {err}") from None
+    if not lines:
+        raise CorpusError(f"{path}: column {column!r} holds no text")
+    return lines
+
+
+def read_corpus(source: str, split: str = "train", csv_column: str = "text") -> list[str]:
     """Lines of text for ``split`` from a file, a directory of split files (WikiText layout),
-    or, when it is neither, an HF ``datasets`` id with a ``text`` column (online only)."""
+    or, when it is neither, an HF ``datasets`` id with a ``text`` column (online only).
+    A ``.csv`` file gives one text per row from ``csv_column``. ``split="all"`` takes the
+    whole of a single file (otherwise its last 5% are validation and test)."""
     path = Path(source)
+    if path.suffix.lower() == ".csv":
+        return split_single_file(read_csv_column(path, csv_column), split)
     if path.is_dir():
+        if split == "all":
+            raise CorpusError(f"{path}: split 'all' takes the whole of a single file; a directory has its own splits "
+                              f"({', '.join(SPLIT_FILES)})")
         for name in SPLIT_FILES.get(split, (f"{split}.txt",)):
             if (path / name).is_file():
                 return read_text_file(path / name)
@@ -67,7 +116,9 @@ def read_corpus(source: str, split: str = "train") -> list[str]:
 
 def split_single_file(lines: list[str], split: str, holdout: float = 0.05) -> list[str]:
     """One file serves every split: the last ``holdout`` of its lines (at least one) are
-    validation and test, the rest train."""
+    validation and test, the rest train; ``"all"`` is every line."""
+    if split == "all":
+        return lines
     cut = len(lines) - max(1, int(len(lines) * holdout)) if len(lines) > 1 else len(lines)
     if split == "train":
         return lines[:cut] or lines

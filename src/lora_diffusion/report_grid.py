@@ -1,0 +1,130 @@
+"""The grid (ablation) report: each grid point beside the default, with statistics over seeds.
+
+Reads ``<study>/grid.json`` (written by ``study.run_grid``) and every
+``<study>/<point>/[<task>/]<method>/seed-<n>/result.json``. Per (task, method) one table:
+each point's primary metric on the reported split (final checkpoint, %) as mean +- sd and
+the t-based 95% CI over its seeds, and its difference from the default point over the seeds
+both have. The verdict:
+
+- >= 3 paired seeds: ``stats.compare_paired`` (paired t, or Wilcoxon when the differences are
+  not normal), Bonferroni over the non-default points; p_adj >= 0.05 is "not distinguishable
+  from noise";
+- 2 seeds: no test; overlapping 95% CIs are "not distinguishable from noise";
+- 1 seed: "not distinguishable from noise (one seed)".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .report_tasks import primary
+from .stats import ALPHA, compare_paired, summarize
+from .utils.io import atomic_write_json, atomic_write_text
+
+GRID_FILE = "grid.json"
+NOISE = "not distinguishable from noise"
+
+
+def is_grid(study_dir: str | Path) -> bool:
+    return (Path(study_dir) / GRID_FILE).is_file()
+
+
+def score(result: dict[str, Any]) -> float | None:
+    """The run's primary metric in % (a task's headline metric, else generation accuracy)."""
+    value = primary(result)
+    if value is None and (result.get("dev") or {}).get("accuracy") is not None:
+        value = 100 * float(result["dev"]["accuracy"])
+    return None if value is None else float(value)
+
+
+def collect_grid(study_dir: str | Path) -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, dict[int, float]]]]:
+    """(points, {(task, method): {point slug: {seed: score}}})."""
+    root = Path(study_dir)
+    manifest = json.loads((root / GRID_FILE).read_text())
+    data: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
+    for point in manifest["points"]:
+        for path in sorted((root / point["slug"]).rglob("seed-*/result.json")):
+            r = json.loads(path.read_text())
+            value = score(r)
+            if value is None:
+                continue
+            key = (r["config"].get("task", ""), r["config"]["method"])
+            data.setdefault(key, {}).setdefault(point["slug"], {})[int(r["config"]["train"]["seed"])] = value
+    if not data:
+        raise FileNotFoundError(f"no finished runs (<point>/<method>/seed-*/result.json) under {study_dir}")
+    return manifest["points"], data
+
+
+def verdict(mine: dict[int, float], ref: dict[int, float], comparisons: int) -> dict[str, Any]:
+    seeds = sorted(set(mine) & set(ref))
+    x, y = [mine[s] for s in seeds], [ref[s] for s in seeds]
+    out: dict[str, Any] = {"paired_seeds": len(seeds),
+                           "difference": (sum(x) - sum(y)) / len(seeds) if seeds else None}
+    if len(seeds) >= 3:
+        c = compare_paired(x, y, comparisons)
+        out.update(test=c["test"], p_bonferroni=c["p_bonferroni"], cohens_dz=c["cohens_dz"])
+        p = c["p_bonferroni"]
+        out["verdict"] = (f"distinguishable ({c['test']}, p_adj={p:.3g})" if p == p and p < ALPHA
+                          else f"{NOISE} ({c['test']}, p_adj={p:.3g})")
+    elif len(seeds) == 2:
+        a, b = summarize(x), summarize(y)
+        overlap = a["ci95_low"] <= b["ci95_high"] and b["ci95_low"] <= a["ci95_high"]
+        out["verdict"] = f"{NOISE} (95% CIs overlap; 2 seeds, no test)" if overlap else \
+            "95% CIs do not overlap (2 seeds, no test)"
+    else:
+        out["verdict"] = f"{NOISE} ({'one seed' if seeds else 'no paired seeds'})"
+    return out
+
+
+def _cell(values: list[float]) -> str:
+    s = summarize(values)
+    if s["n"] < 2:
+        return f"{s['mean']:.2f} (n=1)"
+    return f"{s['mean']:.2f} +- {s['sd']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}] (n={s['n']})"
+
+
+def grid_tables(points: list[dict[str, Any]], data) -> tuple[list[str], dict[str, Any]]:
+    default = next(p["slug"] for p in points if p["default"])
+    lines: list[str] = []
+    numbers: dict[str, Any] = {}
+    for (task, method), runs in sorted(data.items()):
+        others = [p for p in points if not p["default"] and p["slug"] in runs]
+        lines += ["", f"### {task} / {method}" if task else f"### {method}", "",
+                  "| grid point | primary metric (%) mean +- sd [95% CI] | diff vs default (paired) | verdict |",
+                  "|---|---|---:|---|"]
+        rows = {}
+        for p in points:
+            if p["slug"] not in runs:
+                lines.append(f"| {p['slug']}{' **(default)**' if p['default'] else ''} | (no finished run) | | |")
+                continue
+            vals = runs[p["slug"]]
+            if p["default"]:
+                v = {"verdict": "reference"}
+                lines.append(f"| {p['slug']} **(default)** | {_cell(list(vals.values()))} | | reference |")
+            else:
+                v = verdict(vals, runs.get(default, {}), max(len(others), 1))
+                diff = f"{v['difference']:+.2f}" if v["difference"] is not None else "-"
+                lines.append(f"| {p['slug']} | {_cell(list(vals.values()))} | {diff} | {v['verdict']} |")
+            rows[p["slug"]] = {"overrides": p["overrides"], "default": p["default"], "scores": vals,
+                               "summary": summarize(list(vals.values())), **v}
+        numbers[f"{task}/{method}" if task else method] = rows
+    return lines, numbers
+
+
+def write_grid_report(study_dir: str | Path, out_dir: str | Path, command: str = "") -> Path:
+    points, data = collect_grid(study_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines, numbers = grid_tables(points, data)
+    grid = json.loads((Path(study_dir) / GRID_FILE).read_text())["grid"]
+    text = [f"# Grid study: {len(points)} points", "", f"Study: `{study_dir}`"]
+    if command:
+        text += ["", f"Command: `{command}`"]
+    text += ["", "Grid: " + ", ".join(f"`{k}` in {v}" for k, v in grid.items()) + ". The default point is the "
+             "study's own settings. Differences are paired over the seeds both points have; with >= 3 seeds a "
+             "paired t-test (Wilcoxon when the differences are not normal), Bonferroni over the non-default points; "
+             f"'{NOISE}' when p_adj >= {ALPHA} (or, with 2 seeds, when the 95% CIs overlap).", *lines]
+    atomic_write_json(out / "grid_report.json", {"grid": grid, "points": points, "results": numbers})
+    return atomic_write_text(out / "report.md", "\n".join(text) + "\n")

@@ -1,0 +1,77 @@
+"""`study --grid`: a 2-point grid x 1 method x 2 seeds runs, is idempotent, and the report holds
+both points with the default marked."""
+
+import json
+
+import pytest
+
+from lora_diffusion.cli import main
+from lora_diffusion.cli.study import parse_grid, split_values
+from lora_diffusion.config import ConfigError
+from lora_diffusion.report_grid import NOISE, verdict
+from lora_diffusion.study import StudyConfig, grid_points, point_slug
+
+from .test_study import _setup
+
+
+def test_tiny_grid_runs_is_idempotent_and_reports(tmp_path):
+    data = _setup(tmp_path)
+    out = tmp_path / "grid"
+    args = ["study", "--base", str(tmp_path / "base"), "--data-dir", str(data), "--methods", "bitfit",
+            "--seeds", "1,2", "--steps", "2", "--output-dir", str(out), "--quiet",
+            "--grid", "max_train_rows=0,20", "--set", "train.batch_size=8", "--set", "train.micro_batch_size=8",
+            "--set", "validation_rows=8", "--set", "train.save_every=1"]
+    assert main(args) == 0
+    done = sorted(out.glob("*/bitfit/seed-*/result.json"))
+    assert [p.relative_to(out).parts[0] for p in done] == ["max_train_rows=0"] * 2 + ["max_train_rows=20"] * 2
+    small = json.loads((out / "max_train_rows=20" / "bitfit" / "seed-2" / "result.json").read_text())
+    assert small["config"]["max_train_rows"] == 20 and small["config"]["train"]["seed"] == 2
+    manifest = json.loads((out / "grid.json").read_text())
+    assert [(p["slug"], p["default"]) for p in manifest["points"]] == [("max_train_rows=0", True),
+                                                                       ("max_train_rows=20", False)]
+    stamps = [p.stat().st_mtime_ns for p in [*done, out / "grid.json"]]
+    assert main(args) == 0  # second run: everything skipped, nothing rewritten
+    assert [p.stat().st_mtime_ns for p in [*done, out / "grid.json"]] == stamps
+    assert main(["report", "--study", str(out), "--output", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "| max_train_rows=0 **(default)** |" in report and "| max_train_rows=20 |" in report
+    assert "(n=2)" in report and "2 seeds, no test" in report
+    numbers = json.loads((tmp_path / "rep" / "grid_report.json").read_text())
+    assert set(numbers["results"]["sst2/bitfit"]) == {"max_train_rows=0", "max_train_rows=20"}
+
+
+def test_grid_points_default_added_and_method_defaults_recognised():
+    cfg = StudyConfig(methods=["trajectory"], seeds=[1], grid={"method_options.lambda_rank": [0.0, 0.01]})
+    points = grid_points(cfg)  # 0.01 is the method's own default
+    assert [(p.slug, p.default) for p in points] == [("method_options.lambda_rank=0.0", False),
+                                                     ("method_options.lambda_rank=0.01", True)]
+    cfg = StudyConfig(methods=["trajectory"], seeds=[1], grid={"method_options.ranks": [[8, 8, 8], [64, 64, 64]],
+                                                                "method_options.num_modules": [1]})
+    points = grid_points(cfg)
+    assert points[0].slug == "default" and points[0].default and len(points) == 3
+    assert points[1].slug == "method_options.ranks=8-8-8+method_options.num_modules=1"
+    assert point_slug({"train.lr": 1e-3}) == "train.lr=0.001"
+    with pytest.raises(ConfigError, match="method_options"):
+        grid_points(StudyConfig(methods=["trajectory"], seeds=[1], grid={"method_options.nope": [1]}))
+
+
+def test_grid_flag_parsing():
+    assert split_values("[8,8,8],[64,32,8], 3") == ["[8,8,8]", "[64,32,8]", "3"]
+    assert parse_grid(["method_options.ranks=[8,8,8],[64,32,8]", "train.lr=1e-3,0.01"]) == {
+        "method_options.ranks": [[8, 8, 8], [64, 32, 8]], "train.lr": ["1e-3", 0.01]}  # as --set reads them
+    with pytest.raises(ConfigError, match="expected KEY=V1,V2"):
+        parse_grid(["nokey"])
+
+
+def test_grid_errors_are_one_line(tmp_path, capsys):
+    assert main(["study", "--methods", "trajectory", "--grid", "method_options.nope=1,2", "--output-dir",
+                 str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "method_options.nope" in err and len(err.splitlines()) == 1
+
+
+def test_verdicts():
+    assert verdict({1: 50.0, 2: 51.0, 3: 50.5}, {1: 50.2, 2: 50.8, 3: 50.4}, 1)["verdict"].startswith(NOISE)
+    far = verdict({1: 90.0, 2: 91.0, 3: 90.5, 4: 90.7}, {1: 50.0, 2: 50.9, 3: 50.4, 4: 50.8}, 1)
+    assert far["verdict"].startswith("distinguishable") and far["difference"] == pytest.approx(40.025)
+    assert verdict({1: 50.0}, {1: 60.0}, 1)["verdict"] == f"{NOISE} (one seed)"
