@@ -94,18 +94,20 @@ class DiffusionLM(nn.Module):
         )
 
     def hidden_states(
-        self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor | None = None
-    ) -> Tensor:
+        self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor | None = None, all_layers: bool = False
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, ...]]:
         """Final hidden states h_t of the trunk: (B, L) ids -> (B, L, D). A frozen trunk runs
-        without autograd (nothing is stored for a backward pass through it)."""
+        without autograd (nothing is stored for a backward pass through it). ``all_layers``:
+        (h_t, (h^0, ..., h^n)), the embeddings' and every layer's output as well."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.trunk_trainable()):
-            return self._trunk_forward(input_ids, attention_mask, steps)
+            return self._trunk_forward(input_ids, attention_mask, steps, all_layers)
 
-    def _trunk_forward(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor | None) -> Tensor:
+    def _trunk_forward(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor | None,
+                       all_layers: bool = False):
         kwargs: dict = {}
         if self.family == "a2d":  # a causal LM, run bidirectionally
             attention_mask = full_attention_mask(attention_mask, self.mlm.get_input_embeddings().weight.dtype)
-        if self.family == "diffusion":  # LLaDA's inner model returns logits: take its last hidden state
+        if self.family == "diffusion" or all_layers:  # LLaDA's inner model returns logits: take its last state
             kwargs["output_hidden_states"] = True
         if self.time_embedding is None:
             out = self.trunk(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
@@ -116,8 +118,10 @@ class DiffusionLM(nn.Module):
             embeds = embeds + self.time_embedding(steps)[:, None, :].to(embeds.dtype)
             out = self.trunk(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
         if self.family == "diffusion" and getattr(out, "last_hidden_state", None) is None:
-            return out.hidden_states[-1]
-        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+            last = out.hidden_states[-1]
+        else:
+            last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return (last, tuple(out.hidden_states)) if all_layers else last
 
     def head(self, hidden: Tensor) -> Tensor:
         """Output head on hidden states (..., D) -> logits (..., V)."""

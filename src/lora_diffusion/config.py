@@ -205,6 +205,10 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from a (nested) dict; unknown keys and bad values name the field."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    presets = getattr(cls, "PRESETS", None)
+    if presets is not None and "preset" in data:  # a named preset's values, then the keys given
+        require(data["preset"] in presets, f"{prefix}preset", f"must be one of {sorted(presets)}, got {data['preset']!r}")
+        data = {**presets[data["preset"]], **data}
     unknown = sorted(set(data) - names)
     require(not unknown, f"{prefix}{unknown[0]}" if unknown else prefix, f"unknown field; known: {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}

@@ -23,9 +23,12 @@ torch.set_num_threads(1)
 # lambda_rank = 0: the nuclear norm's gradient sum_i u_i v_i^T is ill-conditioned where W_A is
 # nearly rank-deficient (it starts at 0 and Adam's first step is a sign matrix): singular values
 # of ~1e-7 have rounding-dependent directions, so a different (equally exact) order of summing
-# the micro-batch gradients moves W_A by O(lr). lambda_orth (smooth) keeps its default.
+# the micro-batch gradients moves W_A by O(lr) (seen at 6e-3 with lr 1e-2 even with
+# ``nuclear_norm``'s round-off tolerance). lambda_orth (smooth) keeps its default.
 OPTIONS = {"lora": {"rank": 4, "alpha": 8.0}, "adapter": {"bottleneck": 8}, "prefix": {"num_prefix": 4},
            "trajectory": {"ranks": [8, 4, 2], "time_dim": 16, "cond_dim": 12, "lambda_rank": 0.0}}
+VARIANTS = {"trajectory-deep": {"deep_layers": [0], "deep_rank": 4, "beta_rank": 3, "pool": "attention"},
+            "trajectory-mix": {"read": "mix", "shared_bank": True, "ranks": [4, 4, 4]}}
 TEXTS = ["a fine film", "dull", "so so and long", "great", "bad acting", "moving", "flat", "fun"]
 
 
@@ -43,6 +46,9 @@ def build(name: str):
         adapters = {f"t{k}": build_method_model(base, "trajectory", OPTIONS["trajectory"], seed=k)[0].adapter
                     for k in range(2)}
         return MultiTaskTrajectoryModel(base, adapters)
+    if name in VARIANTS:
+        return build_method_model(backbone(), "trajectory", {**OPTIONS["trajectory"], **VARIANTS[name]}, seed=0,
+                                  num_labels=2)[0]
     return build_method_model(backbone(), name, OPTIONS.get(name), seed=0, num_labels=2)[0]
 
 

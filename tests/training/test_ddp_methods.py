@@ -74,20 +74,22 @@ def _empty_bank_micro_batches(batch: int, micro: int, world: int = 2, steps: int
 
 
 def test_trajectory_ddp_with_empty_phase_banks(tmp_path):
-    """Micro-batches of one row: two of the three banks are empty in every micro-batch."""
+    """Micro-batches of one row: two of the three banks are empty in every micro-batch; the deep
+    variant runs its backward through the trunk's layers."""
     assert _empty_bank_micro_batches(4, 1) == 16
-    _run(tmp_path / "one", 4, 1, "trajectory", 1)
-    _run(tmp_path / "two", 4, 1, "trajectory", 2)
-    _compare(tmp_path / "one", tmp_path / "two", ["trajectory"])
+    _run(tmp_path / "one", 4, 1, "trajectory,trajectory-deep", 1)
+    _run(tmp_path / "two", 4, 1, "trajectory,trajectory-deep", 2)
+    _compare(tmp_path / "one", tmp_path / "two", ["trajectory", "trajectory-deep"])
 
 
 @pytest.mark.slow
 def test_every_method_and_multitask_under_ddp(tmp_path):
-    names = ["full", "lora", "adapter", "bitfit", "prefix", "trajectory", "multitask"]
+    names = ["full", "lora", "adapter", "bitfit", "prefix", "trajectory", "trajectory-deep", "trajectory-mix",
+             "multitask"]
     from lora_diffusion.methods import registered_methods
 
     # methods built from a pretrained base alone; those built from saved adapters (composition) are not here
-    assert set(names) - {"multitask"} <= set(registered_methods())
+    assert set(names) - {"multitask", "trajectory-deep", "trajectory-mix"} <= set(registered_methods())
     assert _empty_bank_micro_batches(8, 2) > 0
     _run(tmp_path / "one", 8, 2, ",".join(names), 1)
     _run(tmp_path / "two", 8, 2, ",".join(names), 2)

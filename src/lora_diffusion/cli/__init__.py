@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():  # progress bars only on a terminal
+        transformers.logging.disable_progress_bar()
     for noisy in ("transformers", "accelerate", "datasets", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     prefix = f"lora-diffusion {args.command}"

@@ -15,6 +15,8 @@ PREFIX_GROUPS = (
     ("adapter.encoder.", "instruction encoder"),
     ("cls_head.", "classification head"),
     ("router.", "router (Eq. 21)"),
+    ("adapter.mix.", "layer mix"),
+    ("adapter.deep.", "deep layers (banks and FiLM)"),
 )
 
 

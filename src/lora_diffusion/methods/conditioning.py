@@ -37,30 +37,75 @@ def masked_mean(h: Tensor, mask: Tensor | None) -> Tensor:
     return (h * w).sum(1) / w.sum(1).clamp(min=1.0)
 
 
+class AttentionPool(nn.Module):
+    """Attention pooling over the instruction: a = softmax_{j in c}(q . h_j / sqrt(D)),
+    pool = sum_j a_j h_j; h (B, L, D), mask (B, L) -> (B, D). One learned query q (D,), zero
+    at start, so the pool starts as the masked mean (rows with an empty mask give zeros)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, h: Tensor, mask: Tensor | None) -> Tensor:
+        if mask is None:
+            return h.new_zeros(h.shape[0], h.shape[-1])
+        scores = (h @ self.query.to(h.dtype)) / h.shape[-1] ** 0.5  # (B, L)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.nan_to_num(torch.softmax(scores, dim=-1))  # an empty row: all -inf -> 0
+        return torch.einsum("bl,bld->bd", weights, h)
+
+
+def make_pool(kind: str, dim: int) -> nn.Module | None:
+    """None for the masked mean, an ``AttentionPool`` for "attention"."""
+    return AttentionPool(dim) if kind == "attention" else None
+
+
+class LayerMix(nn.Module):
+    """A learned mix of the trunk's layer outputs (ELMo's scalar mix):
+    h_mix = sum_l softmax(w)_l LN(h_l) over the L+1 states (embeddings, then each layer),
+    each (B, L, D) -> (B, L, D); LN without parameters puts layers of different scale on one
+    footing. w (L+1,) starts at 0 (a uniform mix)."""
+
+    def __init__(self, num_states: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_states))
+
+    def forward(self, states: tuple[Tensor, ...] | list[Tensor]) -> Tensor:
+        if len(states) != self.logits.numel():
+            raise ValueError(f"layer mix expects {self.logits.numel()} hidden states, got {len(states)}")
+        w = torch.softmax(self.logits, 0)
+        return sum(w[i].to(s.dtype) * nn.functional.layer_norm(s, s.shape[-1:]) for i, s in enumerate(states))
+
+
 class TrunkPoolEncoder(nn.Module):
     """Enc(c) from the frozen trunk's own hidden states at the instruction positions (the same
-    forward pass, no extra trunk call): masked mean-pool, then a trainable 2-layer MLP."""
+    forward pass, no extra trunk call): masked mean-pool (or attention pool), then a trainable
+    2-layer MLP."""
 
     kind = "trunk"
 
-    def __init__(self, hidden_size: int, cond_dim: int):
+    def __init__(self, hidden_size: int, cond_dim: int, pool: str = "mean"):
         super().__init__()
+        self.pool = make_pool(pool, hidden_size)
         self.mlp = nn.Sequential(nn.Linear(hidden_size, cond_dim), nn.GELU(), nn.Linear(cond_dim, cond_dim))
 
     def forward(self, h: Tensor, instruction_mask: Tensor | None, input_ids: Tensor | None = None) -> Tensor:
-        return self.mlp(masked_mean(h.detach(), instruction_mask))
+        h = h.detach()
+        pooled = masked_mean(h, instruction_mask) if self.pool is None else self.pool(h, instruction_mask)
+        return self.mlp(pooled)
 
 
 class SeparateEncoder(nn.Module):
     """A separate trainable transformer over the instruction tokens (the paper's variant):
     token + position embeddings, ``layers`` post-LN encoder layers of width ``dim``,
-    masked mean-pool, then a linear map to ``cond_dim``."""
+    masked mean-pool (or attention pool), then a linear map to ``cond_dim``."""
 
     kind = "separate"
 
     def __init__(self, vocab_size: int, dim: int, cond_dim: int, layers: int = 2, heads: int = 12,
-                 max_len: int = 512, ffn_mult: int = 4):
+                 max_len: int = 512, ffn_mult: int = 4, pool: str = "mean"):
         super().__init__()
+        self.pool = make_pool(pool, dim)
         self.tokens = nn.Embedding(vocab_size, dim)
         self.positions = nn.Embedding(max_len, dim)
         layer = nn.TransformerEncoderLayer(dim, heads, ffn_mult * dim, dropout=0.1, batch_first=True,
@@ -75,4 +120,5 @@ class SeparateEncoder(nn.Module):
         x = self.tokens(input_ids) + self.positions(pos)[None]
         x = self.encoder(x, src_key_padding_mask=~instruction_mask)
         x = torch.nan_to_num(x)  # rows with no instruction at all
-        return self.out(masked_mean(x, instruction_mask))
+        pooled = masked_mean(x, instruction_mask) if self.pool is None else self.pool(x, instruction_mask)
+        return self.out(pooled)

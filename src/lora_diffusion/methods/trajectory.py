@@ -9,26 +9,55 @@ mid b_0 T < t <= b_1 T, late t <= b_0 T) each hold k modules of their own rank a
 parameters are shared by the steps of a phase, so their count does not depend on T.
 The perturbation acts after the trunk: the trunk runs without autograd and only the
 adapter, its encoder and its time embedding are trained.
+
+Variants beyond the paper (options of the same method; ``PRESETS`` names tested combinations,
+"paper" is the paper's configuration):
+- ``read="mix"``: W_B and Enc(c) read a learned mix of every trunk layer's output
+  (``conditioning.LayerMix``) instead of the last one; the perturbation still adds to h_t.
+- ``pool="attention"``: Enc(c) pools the instruction with a learned query (starts as the mean).
+- ``beta_rank`` r_b > 0: "lean FiLM", beta(c) through a rank-r_b map (the paper's full beta
+  heads are most of its parameters).
+- ``shared_bank``: one bank for the three phases (each keeps its sigma): the ablation of phases.
+- ``deep_layers``: perturbations of the hidden states at chosen trunk layers too
+  (``trajectory_deep``); the backward pass then runs through the layers above the lowest one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..backbone import DiffusionLM
 from ..config import require
-from .conditioning import SeparateEncoder, TimestepEmbedding, TrunkPoolEncoder
+from .conditioning import LayerMix, SeparateEncoder, TimestepEmbedding, TrunkPoolEncoder
+from .trajectory_bank import PhaseBank, nuclear_norm, orthogonality, phase_index
+from .trajectory_deep import DeepSites, layer_stack, resolve_layers
 
 Tensor = torch.Tensor
 PHASES = ("early", "mid", "late")
 ENCODERS = ("trunk", "separate")
+READS = ("last", "mix")
+POOLS = ("mean", "attention")
+__all__ = ["PHASES", "TrajectoryAdapter", "TrajectoryConfig", "TrajectoryModel", "nuclear_norm", "orthogonality",
+           "phase_index"]
 
-
+_LEAN = {"ranks": [32, 16, 8], "time_dim": 64, "cond_dim": 128, "beta_rank": 8}
 @dataclass
 class TrajectoryConfig:
+    """Options of the trajectory method. ``preset`` names the combination the values came from:
+    in a YAML file or ``method_config`` the preset's values are applied first and the other
+    keys given override them (``config.from_dict``)."""
+
+    PRESETS: ClassVar[dict[str, dict]] = {
+        "paper": {},
+        "lean": dict(_LEAN),
+        "mix": {**_LEAN, "read": "mix", "pool": "attention"},
+        "deep": {**_LEAN, "deep_layers": [-3, -2], "deep_rank": 8},
+    }
+    preset: str = "paper"
     ranks: list[int] = field(default_factory=lambda: [64, 32, 8])  # early, mid, late
     sigmas: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])
     num_modules: int = 2  # k
@@ -40,8 +69,15 @@ class TrajectoryConfig:
     encoder_heads: int = 0  # 0: the base's number of attention heads
     lambda_rank: float = 0.01
     lambda_orth: float = 0.001
+    read: str = "last"  # last | mix: what W_B and Enc(c) read
+    pool: str = "mean"  # mean | attention: how Enc(c) pools the instruction
+    beta_rank: int = 0  # 0: full beta heads (the paper); r_b > 0: beta through a rank-r_b map
+    shared_bank: bool = False  # one bank for all three phases (needs equal ranks)
+    deep_layers: list[int] = field(default_factory=list)  # trunk layers whose outputs are perturbed too
+    deep_rank: int = 8  # rank of each deep layer's modules
 
     def __post_init__(self) -> None:
+        require(self.preset in self.PRESETS, "preset", f"must be one of {sorted(self.PRESETS)}, got {self.preset!r}")
         require(len(self.ranks) == 3, "ranks", f"need 3 (early, mid, late), got {self.ranks}")
         require(all(r >= 1 for r in self.ranks), "ranks", f"every rank must be >= 1, got {self.ranks}")
         require(len(self.sigmas) == 3, "sigmas", f"need 3 (early, mid, late), got {self.sigmas}")
@@ -56,88 +92,68 @@ class TrajectoryConfig:
         require(self.encoder_heads >= 0, "encoder_heads", f"must be >= 0, got {self.encoder_heads}")
         require(self.lambda_rank >= 0, "lambda_rank", f"must be >= 0, got {self.lambda_rank}")
         require(self.lambda_orth >= 0, "lambda_orth", f"must be >= 0, got {self.lambda_orth}")
+        require(self.read in READS, "read", f"must be one of {READS}, got {self.read!r}")
+        require(self.pool in POOLS, "pool", f"must be one of {POOLS}, got {self.pool!r}")
+        require(self.beta_rank >= 0, "beta_rank", f"must be >= 0, got {self.beta_rank}")
+        require(not self.shared_bank or len(set(self.ranks)) == 1, "shared_bank",
+                f"one bank for all phases needs equal ranks, got {self.ranks}")
+        require(self.deep_rank >= 1, "deep_rank", f"must be >= 1, got {self.deep_rank}")
+        require(not (self.deep_layers and self.read == "mix"), "read",
+                "read='mix' needs every layer's output before any perturbation: not with deep_layers")
 
     def check_against(self, hidden_size: int) -> None:
-        too_big = max(self.ranks)
+        too_big = max(self.ranks + ([self.deep_rank] if self.deep_layers else []))
         require(too_big <= hidden_size, "ranks", f"rank {too_big} exceeds the base's hidden size {hidden_size}")
 
 
-def phase_index(steps: Tensor, num_steps: int, boundaries: list[float]) -> Tensor:
-    """Phase of each step (B,) -> (B,) long: 0 early (t > b_1 T), 1 mid (b_0 T < t <= b_1 T),
-    2 late (t <= b_0 T). For T = 100: early 67..100, mid 34..66, late 1..33."""
-    t = steps.double()
-    lo, hi = boundaries[0] * num_steps, boundaries[1] * num_steps
-    return torch.where(t > hi, 0, torch.where(t > lo, 1, 2)).long()
-
-
-class PhaseBank(nn.Module):
-    """k modules of rank r: down (k r, D + d_t) = stacked W_B^(i), up (k, D, r) = W_A^(i)
-    (zero at start, so g = 0), FiLM heads gamma (k r) = 1 + Linear(c), beta (k D) = Linear(c)
-    (zero at start)."""
-
-    def __init__(self, hidden: int, time_dim: int, cond_dim: int, rank: int, k: int):
-        super().__init__()
-        self.rank, self.k, self.hidden = rank, k, hidden
-        self.down = nn.Linear(hidden + time_dim, k * rank, bias=False)
-        self.up = nn.Parameter(torch.zeros(k, hidden, rank))
-        self.gamma = nn.Linear(cond_dim, k * rank)
-        self.beta = nn.Linear(cond_dim, k * hidden)
-        for lin in (self.gamma, self.beta):
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
-
-    def module_outputs(self, h: Tensor, e: Tensor, c: Tensor) -> Tensor:
-        """g_i for each module: h (N, L, D), e (N, d_t), c (N, C) -> (N, L, k, D)."""
-        n, length, _ = h.shape
-        x = torch.cat([h, e[:, None, :].expand(n, length, e.shape[-1]).to(h.dtype)], dim=-1)
-        z = torch.relu(self.down(x)).view(n, length, self.k, self.rank)
-        z = z * (1.0 + self.gamma(c)).view(n, 1, self.k, self.rank)
-        out = torch.einsum("nlkr,kdr->nlkd", z, self.up)
-        return out + self.beta(c).view(n, 1, self.k, self.hidden)
-
-    def forward(self, h: Tensor, e: Tensor, c: Tensor) -> Tensor:
-        """sum_i g_i: (N, L, D)."""
-        return self.module_outputs(h, e, c).sum(2)
-
-    def factors(self) -> list[tuple[Tensor, Tensor]]:
-        """(W_A^(i) (D, r), W_B^(i) (r, D + d_t)) for each module."""
-        w_b = self.down.weight.view(self.k, self.rank, -1)
-        return [(self.up[i], w_b[i]) for i in range(self.k)]
-
-
 class TrajectoryAdapter(nn.Module):
-    """Timestep embedding, instruction encoder and the three phase banks."""
+    """Timestep embedding, instruction encoder, the phase banks (three, or one shared) and,
+    for the variants, the layer mix and the deep sites. ``num_layers``: the trunk's depth
+    (needed by ``read="mix"`` and ``deep_layers`` only)."""
 
-    def __init__(self, cfg: TrajectoryConfig, hidden: int, vocab_size: int, num_steps: int, heads: int = 12):
+    def __init__(self, cfg: TrajectoryConfig, hidden: int, vocab_size: int, num_steps: int, heads: int = 12,
+                 num_layers: int = 0):
         super().__init__()
         cfg.check_against(hidden)
         heads = cfg.encoder_heads or heads
         if cfg.encoder == "separate":
             require(hidden % heads == 0, "encoder_heads", f"{heads} heads do not divide the hidden size {hidden}")
+        require(num_layers > 0 or (cfg.read == "last" and not cfg.deep_layers), "read",
+                "the layer mix and deep layers need the trunk's number of layers")
         self.cfg, self.num_steps = cfg, num_steps
         self.time_embedding = TimestepEmbedding(num_steps, cfg.time_dim)
         if cfg.encoder == "trunk":
-            self.encoder = TrunkPoolEncoder(hidden, cfg.cond_dim)
+            self.encoder = TrunkPoolEncoder(hidden, cfg.cond_dim, cfg.pool)
         else:
-            self.encoder = SeparateEncoder(vocab_size, hidden, cfg.cond_dim, cfg.encoder_layers, heads)
+            self.encoder = SeparateEncoder(vocab_size, hidden, cfg.cond_dim, cfg.encoder_layers, heads, pool=cfg.pool)
+        ranks = cfg.ranks[:1] if cfg.shared_bank else cfg.ranks
         self.banks = nn.ModuleList(
-            PhaseBank(hidden, cfg.time_dim, cfg.cond_dim, r, cfg.num_modules) for r in cfg.ranks
+            PhaseBank(hidden, cfg.time_dim, cfg.cond_dim, r, cfg.num_modules, cfg.beta_rank) for r in ranks
         )
+        self.mix = LayerMix(num_layers + 1) if cfg.read == "mix" else None
+        self.deep = (DeepSites(resolve_layers(cfg.deep_layers, num_layers), hidden, cfg.time_dim, cfg.cond_dim,
+                               cfg.deep_rank, cfg.num_modules, cfg.beta_rank) if cfg.deep_layers else None)
         self.register_buffer("sigmas", torch.tensor(cfg.sigmas, dtype=torch.float32), persistent=False)
 
-    def condition(self, h: Tensor, steps: Tensor, instruction_mask: Tensor | None, input_ids: Tensor | None):
-        """(phase (B,), Emb(t) (B, d_t), Enc(c) (B, C))."""
+    def condition(self, h: Tensor, steps: Tensor, instruction_mask: Tensor | None, input_ids: Tensor | None,
+                  c: Tensor | None = None):
+        """(phase (B,), Emb(t) (B, d_t), Enc(c) (B, C)); a given ``c`` is used as it is."""
         phase = phase_index(steps, self.num_steps, self.cfg.boundaries)
-        return phase, self.time_embedding(steps), self.encoder(h, instruction_mask, input_ids)
+        if c is None:
+            c = self.encoder(h, instruction_mask, input_ids)
+        return phase, self.time_embedding(steps), c
 
     def delta(self, h: Tensor, steps: Tensor, instruction_mask: Tensor | None = None,
-              input_ids: Tensor | None = None) -> Tensor:
-        """delta_t = sigma(t) sum_i g_i(h_t, t, c), each row through the bank of its own phase."""
-        phase, e, c = self.condition(h, steps, instruction_mask, input_ids)
+              input_ids: Tensor | None = None, c: Tensor | None = None) -> Tensor:
+        """delta_t = sigma(t) sum_i g_i(h_t, t, c), each row through the bank of its own phase;
+        h (B, L) is what W_B and Enc(c) read (h_t, or the layer mix)."""
+        phase, e, c = self.condition(h, steps, instruction_mask, input_ids, c)
         return self._banked(h, phase, e, c)
 
     def _banked(self, h: Tensor, phase: Tensor, e: Tensor, c: Tensor) -> Tensor:
         """sigma_p * bank_p(h, e, c) for each row's phase p: h (N, L, D) -> (N, L, D)."""
+        if len(self.banks) == 1:  # one bank shared by the phases, each with its own sigma
+            return (self.sigmas[phase][:, None, None] * self.banks[0](h, e, c)).to(h.dtype)
         parts, order = [], []
         for p, bank in enumerate(self.banks):
             rows = (phase == p).nonzero().squeeze(1)
@@ -148,48 +164,42 @@ class TrajectoryAdapter(nn.Module):
         return out[torch.argsort(torch.cat(order))].to(h.dtype)
 
     def forward(self, h: Tensor, steps: Tensor, instruction_mask: Tensor | None = None,
-                input_ids: Tensor | None = None, select: Tensor | None = None) -> Tensor:
+                input_ids: Tensor | None = None, select: Tensor | None = None, read: Tensor | None = None,
+                c: Tensor | None = None) -> Tensor:
         """h'_t = h_t + delta_t: (B, L, D). With ``select`` (B, L): h'_t only at the selected
         positions, (N, D) in ``select.nonzero()`` order: the same values (g acts position-wise;
-        only Enc(c) pools over the instruction), computed only where logits are needed."""
+        only Enc(c) pools over the instruction), computed only where logits are needed.
+        ``read`` (B, L, D): what W_B and Enc(c) read instead of h_t (the layer mix)."""
+        read = h if read is None else read
         if select is None:
-            return h + self.delta(h, steps, instruction_mask, input_ids)
-        phase, e, c = self.condition(h, steps, instruction_mask, input_ids)
+            return h + self.delta(read, steps, instruction_mask, input_ids, c)
+        phase, e, c = self.condition(read, steps, instruction_mask, input_ids, c)
         rows = select.nonzero()[:, 0]
         h_sel = h[select]
         if rows.numel() == 0:
             return h_sel
-        return h_sel + self._banked(h_sel[:, None, :], phase[rows], e[rows], c[rows])[:, 0]
+        return h_sel + self._banked(read[select][:, None, :], phase[rows], e[rows], c[rows])[:, 0]
+
+    def all_factors(self) -> list[list[tuple[Tensor, Tensor]]]:
+        """(W_A, W_B) of every module, grouped by bank (phase banks, then deep sites)."""
+        groups = [bank.factors() for bank in self.banks]
+        return groups + (self.deep.factors() if self.deep is not None else [])
 
     def regularizers(self) -> dict[str, Tensor]:
         """R_rank = sum ||W_A^(i)||_* + ||W_B^(i)||_* (sum of singular values) and
-        R_orth = sum_{i != j} ||W_A^(i)T W_A^(j)||_F^2 over ordered pairs within each bank."""
+        R_orth = sum_{i != j} ||W_A^(i)T W_A^(j)||_F^2 over ordered pairs within each bank
+        (deep sites included)."""
         rank = orth = self.sigmas.new_zeros(())
-        for bank in self.banks:
-            factors = bank.factors()
+        for factors in self.all_factors():
             for w_a, w_b in factors:
                 rank = rank + nuclear_norm(w_a) + nuclear_norm(w_b)
             orth = orth + orthogonality(w for w, _ in factors)
         return {"rank": rank, "orth": orth}
 
 
-def nuclear_norm(w: Tensor, eps: float = 1e-10) -> Tensor:
-    """||W||_* = sum_i s_i, the sum of singular values. Its gradient is sum_i u_i v_i^T over the
-    non-zero s_i: at a rank-deficient W (such as the zero-initialised W_A) the zero singular
-    values contribute the minimum-norm subgradient 0 instead of an arbitrary u v^T."""
-    s = torch.linalg.svdvals(w.float())
-    return torch.where(s > eps, s, torch.zeros_like(s)).sum()
-
-
-def orthogonality(mats) -> Tensor:
-    """sum_{i != j} ||A_i^T A_j||_F^2 over ordered pairs of (D, r) matrices."""
-    mats = list(mats)
-    total = mats[0].new_zeros(())
-    for i, a in enumerate(mats):
-        for j, b in enumerate(mats):
-            if i != j:
-                total = total + (a.t() @ b).pow(2).sum()
-    return total
+def trunk_depth(backbone: DiffusionLM) -> int:
+    """Number of transformer layers of the trunk."""
+    return len(layer_stack(backbone.trunk))
 
 
 class TrajectoryModel(nn.Module):
@@ -203,16 +213,36 @@ class TrajectoryModel(nn.Module):
         for p in backbone.parameters():
             p.requires_grad_(False)
         heads = getattr(backbone.mlm.config, "num_attention_heads", None) or getattr(backbone.mlm.config, "n_heads", 12)
+        depth = trunk_depth(backbone) if (cfg.read == "mix" or cfg.deep_layers) else 0
         self.adapter = TrajectoryAdapter(cfg, backbone.hidden_size, backbone.vocab_size,
-                                         backbone.diffusion.num_steps, heads)
+                                         backbone.diffusion.num_steps, heads, depth)
         self.cfg = cfg
+        if self.adapter.deep is not None:
+            self.adapter.deep.attach(layer_stack(backbone.trunk))
+            backbone.needs_trunk_grad = True  # activations above the lowest deep layer need a backward pass
+            self.supports_gradient_checkpointing = False  # recomputed layers would miss their perturbation
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor, select: Tensor | None = None,
                 instruction_mask: Tensor | None = None, return_hidden: bool = False):
         """Logits at ``select`` (N, V) (every position, (B, L, V), without it): one trunk pass,
         the adapter at the selected positions only, the frozen output head."""
-        hidden = self.backbone.hidden_states(input_ids, attention_mask, steps)
-        hidden = self.adapter(hidden, steps, instruction_mask, input_ids, select=select)
+        adapter, read, c = self.adapter, None, None
+        if adapter.deep is not None:
+            ctx = {"sigma": adapter.sigmas[phase_index(steps, adapter.num_steps, self.cfg.boundaries)],
+                   "e": adapter.time_embedding(steps), "c": None,
+                   "encode": lambda h: adapter.encoder(h, instruction_mask, input_ids)}
+            adapter.deep.context = ctx
+            try:
+                hidden = self.backbone.hidden_states(input_ids, attention_mask, steps)
+            finally:
+                adapter.deep.context = None
+            c = ctx["c"]
+        elif adapter.mix is not None:
+            hidden, states = self.backbone.hidden_states(input_ids, attention_mask, steps, all_layers=True)
+            read = adapter.mix(states)
+        else:
+            hidden = self.backbone.hidden_states(input_ids, attention_mask, steps)
+        hidden = adapter(hidden, steps, instruction_mask, input_ids, select=select, read=read, c=c)
         logits = self.backbone.head(hidden)
         return (logits, hidden) if return_hidden else logits
 

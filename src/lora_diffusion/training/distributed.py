@@ -66,6 +66,10 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     from ..backbone import unwrap_backbone
 
     mlm = unwrap_backbone(model).mlm
+    inner = getattr(model, "module", model)
+    if getattr(inner, "supports_gradient_checkpointing", True) is False:
+        raise ConfigError(f"train.gradient_checkpointing: the {getattr(inner, 'method', 'method')} model as "
+                          "configured does not support it (deep trajectory layers)", field="train.gradient_checkpointing")
     if not getattr(mlm, "supports_gradient_checkpointing", False):
         raise ConfigError(f"train.gradient_checkpointing: {type(mlm).__name__} does not support it",
                           field="train.gradient_checkpointing")

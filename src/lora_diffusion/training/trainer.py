@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -271,7 +272,7 @@ class Trainer:
         cfg = self.cfg
         start_step, times, start = self.step, [], time.perf_counter()
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.progress or
-                   not self.accelerator.is_main_process, desc="train", dynamic_ncols=True)
+                   not self.accelerator.is_main_process or not sys.stderr.isatty(), desc="train", dynamic_ncols=True)
         try:
             self._loop(bar, times)
         except KeyboardInterrupt:
