@@ -89,6 +89,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     tensorboard: bool = False  # also write TensorBoard event files to <output>/tensorboard
     gradient_checkpointing: bool = False  # recompute trunk activations in backward (large bases)
+    select_metric: str = ""  # a validation score to maximise: keep the best step's state (training/selection.py)
+    early_stopping_patience: int = 0  # stop after this many evaluations without a gain (0: never)
+    min_delta: float = 0.0  # a gain must exceed this
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "warmup_max_fraction", "min_lr_ratio", "max_grad_norm"):
@@ -115,6 +118,13 @@ class TrainConfig:
             f"{self.batch_size} is not divisible by micro_batch_size {self.micro_batch_size}",
         )
         require(self.max_grad_norm > 0, "max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
+        require(self.early_stopping_patience >= 0, "early_stopping_patience",
+                f"must be >= 0, got {self.early_stopping_patience}")
+        require(not self.early_stopping_patience or self.select_metric, "early_stopping_patience",
+                "early stopping needs a validation score to watch: set train.select_metric")
+        require(not self.select_metric or self.eval_every > 0, "select_metric",
+                "model selection needs validation evaluations: set train.eval_every > 0")
+        require(self.min_delta >= 0, "min_delta", f"must be >= 0, got {self.min_delta}")
         require(
             self.mixed_precision in ("no", "bf16", "fp16"),
             "mixed_precision",

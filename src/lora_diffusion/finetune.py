@@ -35,7 +35,7 @@ from .utils.repro import provenance, seed_everything
 log = logging.getLogger(__name__)
 FINISHED = "result.json"  # a run is finished once its result is recorded
 OUTPUTS = (FINISHED, "adapter", "training_summary.json")  # an earlier run's outputs: never replaced silently
-CLEARED = (*OUTPUTS, "training_history.json", "tensorboard", "failed.json")  # what --overwrite discards
+CLEARED = (*OUTPUTS, "training_history.json", "tensorboard", "failed.json", "best")  # what --overwrite discards
 
 
 def build_method_model(backbone: DiffusionLM, method: str, options: dict[str, Any] | None = None, seed: int = 0,
@@ -62,6 +62,7 @@ def finetune(
     progress: bool = True,
     run_config: dict[str, Any] | None = None,
     adapter_extra: dict[str, Any] | None = None,
+    evaluate=None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``train_data`` (rows with input/generate/instruction masks), save the
     trained tensors to ``<output_dir>/adapter`` and return the training summary with the
@@ -86,7 +87,7 @@ def finetune(
         collate=lambda rows: pad_collate(rows, backbone.pad_token_id),
         identity={"method": model.method, "base": fingerprint["weights_sha256"]},
         run_config={"method": model.method, "method_config": to_dict(model.cfg), **(run_config or {})},
-        progress=progress,
+        progress=progress, evaluate=evaluate,
     )
     summary = trainer.fit(resume=resume)
     try:
@@ -150,6 +151,8 @@ class FinetuneConfig:
         require(self.max_train_rows >= 0, "max_train_rows", f"must be >= 0, got {self.max_train_rows}")
         require(self.eval_rows >= 0, "eval_rows", f"must be >= 0, got {self.eval_rows}")
         require(self.validation_rows >= 0, "validation_rows", f"must be >= 0, got {self.validation_rows}")
+        require(not self.train.select_metric or self.validation_rows > 0, "train.select_metric",
+                "model selection needs a validation split carved from train: set validation_rows > 0")
         require(self.head_loss_weight >= 0, "head_loss_weight", f"must be >= 0, got {self.head_loss_weight}")
 
     def _check_multitask(self) -> None:
@@ -236,8 +239,11 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
     labels = len(prepared.label_words) if (cfg.classification_head and prepared.kind == "classification") else 0
     model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options, seed=seed,
                                             num_labels=labels, head_weight=cfg.head_loss_weight)
+    scorer = (validation_scorer(val, prepared.metric, cfg.sampling.sampler(backbone.diffusion.num_steps),
+                                cfg.sampling.batch_size, seed) if val is not None and cfg.train.eval_every else None)
     summary = finetune(model, train, cfg.train, cfg.output_dir, fingerprint, resume=resume, overwrite=overwrite,
-                       progress=progress, run_config=to_dict(cfg), adapter_extra={"task_format": task_format(prepared, cfg)})
+                       progress=progress, run_config=to_dict(cfg), adapter_extra={"task_format": task_format(prepared, cfg)},
+                       evaluate=scorer)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under DDP, rank 0 evaluates and writes
@@ -246,6 +252,28 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
         return _evaluate_and_record(cfg, prepared, model, summary, train, train_ex, dev, val)
     except KeyboardInterrupt:
         raise TrainingInterrupted.after_training(summary["steps"], cfg.output_dir) from None
+
+
+def validation_scorer(val, metric: str, sampler, batch_size: int, seed: int):
+    """The trainer's ``evaluate`` callback on the validation rows carved from train: the task's
+    metrics (``primary`` = its main one), generation accuracy for classification, and the
+    denoising accuracy. The same rows and seed at every evaluation: a learning curve."""
+
+    def score(model: torch.nn.Module) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        try:
+            scored = evaluate_encoded(model, val, metric, sampler, batch_size, seed)
+            out = {k: float(v) for k, v in scored["metrics"].items() if isinstance(v, (int, float))}
+            out["primary"] = float(scored["metrics"][scored["primary"]])
+            if "accuracy" in scored:
+                out["generation_accuracy"] = float(scored["accuracy"])
+            out["denoising_accuracy"] = float(denoising_accuracy(model, val, seed=seed)["accuracy"])
+        finally:
+            model.train(was_training)
+        return out
+
+    return score
 
 
 def _evaluate_and_record(cfg: FinetuneConfig, prepared: Prepared, model, summary: dict[str, Any], train, train_ex,

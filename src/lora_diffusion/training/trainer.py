@@ -25,6 +25,7 @@ from ..utils.memory import peak_rss_mb
 from ..utils.repro import provenance, seed_everything
 from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from .distributed import ObjectiveModule, check_launch_mode, enable_gradient_checkpointing
+from .selection import Selector
 
 Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict[str, float]]]
 
@@ -158,6 +159,8 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(ObjectiveModule(model, objective), optimizer)
         self.history: list[dict[str, Any]] = []
         self.step = 0
+        self.selector = (Selector(self.output_dir, cfg.select_metric, cfg.early_stopping_patience, cfg.min_delta)
+                         if cfg.select_metric and evaluate else None)
         self.tb = self._tensorboard() if cfg.tensorboard and self.accelerator.is_main_process else None
 
     # ------------------------------------------------------------------------------ state
@@ -188,6 +191,8 @@ class Trainer:
             import json
 
             self.history = [h for h in json.loads(hist_path.read_text()) if h["step"] <= self.step]
+        if self.selector is not None:
+            self.selector.restore(self.step)
         return True
 
     # ------------------------------------------------------------------------------- loop
@@ -282,11 +287,13 @@ class Trainer:
         bar.close()
         if cfg.save_every and self.step % cfg.save_every:
             self._save()  # the final state, so that --resume of a finished run is a no-op
+        if self.selector is not None:  # the selected step's state is what the run hands on
+            self.selector.load_best(self.unwrapped)
         return self._summary(start_step, times, time.perf_counter() - start)
 
     def _loop(self, bar, times: list[float]) -> None:
         cfg = self.cfg
-        while self.step < cfg.max_steps:
+        while self.step < cfg.max_steps and not (self.selector and self.selector.stopped):
             t0 = time.perf_counter()
             logs = self._train_step()
             dt = time.perf_counter() - t0
@@ -297,9 +304,14 @@ class Trainer:
             bar.set_postfix(loss=f"{logs['loss']:.4f}", tok_s=f"{tok_s:.0f}")
             if cfg.log_every and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
                 self.log({**logs, "step": self.step, "time_per_step": dt, "tokens_per_s": tok_s})
+            stop = False
             if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0:
-                self.log({"step": self.step, **{f"eval/{k}": v for k, v in self.evaluate(self.unwrapped).items()}})
-            if cfg.save_every and self.step % cfg.save_every == 0:
+                scores = self.evaluate(self.unwrapped)
+                self.log({"step": self.step, **{f"eval/{k}": v for k, v in scores.items()}})
+                if self.selector is not None:
+                    stop = self.selector.update(self.step, scores, self.unwrapped,
+                                                write=self.accelerator.is_main_process)
+            if cfg.save_every and (self.step % cfg.save_every == 0 or stop):
                 self._save()
 
     def _tensorboard(self):
@@ -334,6 +346,7 @@ class Trainer:
             "processes": self.accelerator.num_processes,
             "device": str(self.accelerator.device),
             "train_config": to_dict(self.cfg),
+            **({"selection": self.selector.summary()} if self.selector is not None else {}),
             "config": self.run_config,
             **provenance(self.cfg.seed),
         }
