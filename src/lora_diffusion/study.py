@@ -33,6 +33,7 @@ from .data.examples import task_names
 from .finetune import FinetuneConfig, run_finetune
 from .methods import method_config, registered_methods
 from .runs import flatten
+from .study_lr import run_with_lr_search
 from .training.checkpoint import list_checkpoints
 from .training.trainer import TrainingDiverged
 from .utils.io import atomic_write_json, check_writable_dir
@@ -56,6 +57,7 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: list(range(42, 52)))
     method_options: dict[str, Any] = field(default_factory=dict)  # method -> options
     method_lr: dict[str, Any] = field(default_factory=dict)  # method -> learning rate (else train.lr)
+    lr_grid: dict[str, Any] = field(default_factory=dict)  # method -> rates chosen from on validation (study_lr)
     max_train_rows: int = 0
     validation_rows: int = 500
     eval_rows: int = 0
@@ -80,7 +82,12 @@ class StudyConfig:
             except (TypeError, ValueError):
                 ok = False
             require(ok, f"method_lr.{m}", f"must be a learning rate > 0 and <= 1, got {lr!r}")
-        for m in list(self.method_options) + list(self.method_lr):
+        for m, rates in self.lr_grid.items():
+            ok = isinstance(rates, list) and rates and all(isinstance(r, (int, float)) and 0 < r <= 1 for r in rates)
+            require(ok, f"lr_grid.{m}", f"must be a non-empty list of learning rates > 0 and <= 1, got {rates!r}")
+        require(not self.lr_grid or self.validation_rows > 0, "lr_grid",
+                "choosing learning rates on validation needs validation_rows > 0")
+        for m in list(self.method_options) + list(self.method_lr) + list(self.lr_grid):
             require(m in self.methods, "method_options", f"{m!r} is not one of the study's methods {self.methods}")
         known = task_names()
         for t in [*self.tasks, *self.task_seeds, *self.task_overrides]:
@@ -140,6 +147,8 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> list[Path]:
     if cfg.grid:
         return run_grid(cfg, progress)
     check_writable_dir(cfg.output_dir, "output_dir")
+    if cfg.lr_grid:
+        return run_with_lr_search(cfg, progress, run_cell)
     results = []
     for task, method, seed in cfg.plan():
         result = run_cell(cfg, task, method, seed, progress)
@@ -242,6 +251,8 @@ def run_grid(cfg: StudyConfig, progress: bool = True) -> list[Path]:
     if not path.is_file() or json.loads(path.read_text()) != json.loads(json.dumps(manifest, default=str)):
         atomic_write_json(path, manifest)
     studies = [point_study(cfg, p) for p in points]
+    if cfg.lr_grid:  # each point's rates chosen on its own validation runs, point by point
+        return [r for sub in studies for r in run_with_lr_search(sub, progress, run_cell)]
     cells = []
     for k, sub in enumerate(studies):
         for pos, (task, method, seed) in enumerate(sub.plan()):

@@ -1,0 +1,91 @@
+"""Learning rates chosen on validation, for every method alike (``StudyConfig.lr_grid``).
+
+For each task and each method with a grid of learning rates, the study first trains the
+task's first seed at every rate of the grid, in ``<output>/lr-search/lr=<v>/...`` (the same
+layout as the study below it), and reads each run's validation score: the task's primary
+metric on the validation rows carved from train (never the reported split). The best rate
+(the first of the grid on a tie) is recorded in ``<output>/lr-search/<task>/<method>.json``;
+its run is copied to the study's own place for that seed, and every other seed trains at it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+SEARCH_DIR = "lr-search"
+
+
+def validation_score(result_file: Path) -> float:
+    """The primary validation metric recorded in a run's ``result.json``."""
+    result = json.loads(result_file.read_text())
+    val = result.get("validation")
+    if not val:
+        raise ValueError(f"{result_file}: no validation score (a learning-rate search needs validation_rows > 0)")
+    scored = val["generation"]
+    return float(scored["metrics"][scored["primary"]])
+
+
+def search_study(cfg, lr: float):
+    """The study whose runs train ``lr`` (every method's rate set to it) under ``lr-search``."""
+    return replace(cfg, lr_grid={}, method_lr={m: lr for m in cfg.methods},
+                   output_dir=str(Path(cfg.output_dir) / SEARCH_DIR / f"lr={lr:g}"))
+
+
+def choose_lr(cfg, task: str, method: str, progress: bool, run_cell) -> float | None:
+    """Train the first seed at every rate of the method's grid; record and return the best
+    (None if every run diverged)."""
+    seed = cfg.seeds_of(task)[0]
+    scores: dict[str, Any] = {}
+    for lr in cfg.lr_grid[method]:
+        result = run_cell(search_study(cfg, lr), task, method, seed, progress)
+        scores[f"{lr:g}"] = validation_score(result) if result is not None else None
+    finite = {k: v for k, v in scores.items() if v is not None}
+    chosen = float(max(finite, key=lambda k: finite[k])) if finite else None
+    record = Path(cfg.output_dir) / SEARCH_DIR / task / f"{method}.json"
+    atomic_write_json(record, {"task": task, "method": method, "seed": seed, "grid": cfg.lr_grid[method],
+                               "validation_primary": scores, "chosen_lr": chosen,
+                               "rule": "highest validation score of the task's first seed; ties: first in grid"})
+    if chosen is not None:
+        source = Path(search_study(cfg, chosen).run_dir(method, seed, task))
+        target = Path(cfg.run_dir(method, seed, task))
+        if not (target / "result.json").is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", "best"))
+            atomic_write_json(target / "selected_from.json", {"lr_search_run": str(source), "chosen_lr": chosen})
+    log.info("study: %s %s: learning rate %s chosen on validation (%s)", task, method, chosen, scores)
+    return chosen
+
+
+def run_with_lr_search(cfg, progress: bool, run_cell) -> list[Path]:
+    """The study with each gridded method's rate chosen per task on its first seed, then the
+    other seeds at the chosen rate; methods without a grid run as usual."""
+    results: list[Path] = []
+    chosen: dict[tuple[str, str], float | None] = {}
+    first = [(t, m, s) for t, m, s in cfg.plan() if s == cfg.seeds_of(t)[0]]
+    rest = [(t, m, s) for t, m, s in cfg.plan() if s != cfg.seeds_of(t)[0]]
+    for task, method, seed in first + rest:
+        if method in cfg.lr_grid:
+            if (task, method) not in chosen:
+                chosen[task, method] = choose_lr(cfg, task, method, progress, run_cell)
+            lr = chosen[task, method]
+            if lr is None:
+                continue  # every rate diverged: recorded in the search's failed.json files
+            sub = replace(cfg, lr_grid={}, method_lr={**cfg.method_lr, method: lr})
+            result = sub.run_dir(method, seed, task) / "result.json"
+            if seed == cfg.seeds_of(task)[0]:
+                results.append(result)
+                continue
+            out = run_cell(sub, task, method, seed, progress)
+        else:
+            out = run_cell(cfg, task, method, seed, progress)
+        if out is not None:
+            results.append(out)
+    return results

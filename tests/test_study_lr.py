@@ -1,0 +1,63 @@
+"""Learning rates chosen on validation (study_lr.py): every rate of a method's grid trains the
+task's first seed, the best validation score wins (first on a tie), its run becomes that seed's
+run, and every other seed trains at it; the reported split plays no part."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lora_diffusion.config import ConfigError, TrainConfig
+from lora_diffusion.study import StudyConfig
+from lora_diffusion.study_lr import run_with_lr_search
+
+VALIDATION = {("sst2", 1e-3): 0.70, ("sst2", 3e-3): 0.80, ("sst2", 1e-2): 0.80, ("trec", 1e-3): 0.9,
+              ("trec", 3e-3): 0.5, ("trec", 1e-2): None}  # None: diverged
+
+
+def _fake_run_cell(calls):
+    def run_cell(cfg, task, method, seed, progress=True):
+        run = cfg.run_config(method, seed, task)
+        calls.append((task, method, seed, run.train.lr, run.output_dir))
+        value = VALIDATION.get((task, run.train.lr), 0.6) if method == "trajectory" else 0.6
+        if value is None:
+            return None
+        out = Path(run.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps({
+            "validation": {"generation": {"primary": "accuracy", "metrics": {"accuracy": value}}},
+            "dev": {"metrics": {"accuracy": 1.0 - value}}}))  # the reported split: never read
+        (out / "checkpoints").mkdir(exist_ok=True)
+        return out / "result.json"
+    return run_cell
+
+
+def test_rates_chosen_on_validation_then_other_seeds_at_them(tmp_path):
+    cfg = StudyConfig(tasks=["sst2", "trec"], methods=["full", "trajectory"], seeds=[1, 2, 3],
+                      lr_grid={"trajectory": [1e-3, 3e-3, 1e-2]}, method_lr={"full": 5e-5},
+                      validation_rows=10, output_dir=str(tmp_path), train=TrainConfig(max_steps=1, warmup_steps=0))
+    calls = []
+    results = run_with_lr_search(cfg, False, _fake_run_cell(calls))
+    search = [c for c in calls if "lr-search" in c[4]]
+    assert [(c[0], c[3], c[2]) for c in search] == [("sst2", 1e-3, 1), ("sst2", 3e-3, 1), ("sst2", 1e-2, 1),
+                                                     ("trec", 1e-3, 1), ("trec", 3e-3, 1), ("trec", 1e-2, 1)]
+    record = json.loads((tmp_path / "lr-search" / "sst2" / "trajectory.json").read_text())
+    assert record["chosen_lr"] == 3e-3 and record["validation_primary"] == {"0.001": 0.7, "0.003": 0.8, "0.01": 0.8}
+    assert json.loads((tmp_path / "lr-search" / "trec" / "trajectory.json").read_text())["chosen_lr"] == 1e-3
+    main = [c for c in calls if "lr-search" not in c[4] and c[1] == "trajectory"]
+    assert sorted((c[0], c[2], c[3]) for c in main) == [("sst2", 2, 3e-3), ("sst2", 3, 3e-3),
+                                                        ("trec", 2, 1e-3), ("trec", 3, 1e-3)]
+    copied = tmp_path / "sst2" / "trajectory" / "seed-1"
+    assert (copied / "result.json").is_file() and not (copied / "checkpoints").exists()
+    assert json.loads((copied / "selected_from.json").read_text())["chosen_lr"] == 3e-3
+    assert all(c[3] == 5e-5 for c in calls if c[1] == "full")  # no grid: the method's own rate
+    assert len(results) == 2 * 2 * 3
+
+
+def test_bad_lr_grids_name_the_field():
+    with pytest.raises(ConfigError, match="lr_grid.trajectory"):
+        StudyConfig(methods=["trajectory"], lr_grid={"trajectory": [0.0]})
+    with pytest.raises(ConfigError, match="lr_grid"):
+        StudyConfig(methods=["trajectory"], lr_grid={"trajectory": [1e-3]}, validation_rows=0)
+    with pytest.raises(ConfigError, match="method_options"):
+        StudyConfig(methods=["trajectory"], lr_grid={"full": [1e-3]})
