@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from lora_diffusion.cli import main
 from lora_diffusion.hub import save_base
 from lora_diffusion.testing import tiny_backbone
@@ -38,3 +40,17 @@ def test_bench_cli_writes_every_figure(tmp_path, capsys):
 def test_bench_rejects_unknown_method(tmp_path, capsys):
     assert main(["bench", "--methods", "full,dora", "--output-dir", str(tmp_path)]) == 2
     assert "methods: unknown ['dora']" in capsys.readouterr().err
+
+
+def test_trajectory_presets_are_benchmarked_by_name():
+    from lora_diffusion.bench.suite import BenchConfig
+    from lora_diffusion.bench.workloads import method_model
+    from lora_diffusion.config import ConfigError
+    from lora_diffusion.testing import tiny_backbone
+
+    BenchConfig(methods=["full", "trajectory", "trajectory:lean", "trajectory:deep"])
+    with pytest.raises(ConfigError, match="trajectory:bogus"):
+        BenchConfig(methods=["trajectory:bogus"])
+    model = method_model(tiny_backbone("bert", layers=4), "trajectory:deep",
+                         {"trajectory": {"ranks": [8, 4, 2], "deep_rank": 4}})
+    assert model.cfg.preset == "deep" and model.cfg.ranks == [8, 4, 2] and model.adapter.deep is not None

@@ -59,8 +59,11 @@ class BenchConfig:
     output_dir: str = "runs/bench"
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.methods) - set(TRAIN_METHODS))
-        require(not unknown, "methods", f"unknown {unknown}; benchmarked methods: {list(TRAIN_METHODS)}")
+        from ..methods import TrajectoryConfig
+
+        known = set(TRAIN_METHODS) | {f"trajectory:{p}" for p in TrajectoryConfig.PRESETS}
+        unknown = sorted(set(self.methods) - known)
+        require(not unknown, "methods", f"unknown {unknown}; benchmarked methods: {sorted(known)}")
         for name in ("train_batch", "train_rounds", "memory_steps", "batch", "num_steps", "rounds", "tasks"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.train_length >= 8, "train_length", f"must be >= 8, got {self.train_length}")
