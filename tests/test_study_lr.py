@@ -61,3 +61,17 @@ def test_bad_lr_grids_name_the_field():
         StudyConfig(methods=["trajectory"], lr_grid={"trajectory": [1e-3]}, validation_rows=0)
     with pytest.raises(ConfigError, match="method_options"):
         StudyConfig(methods=["trajectory"], lr_grid={"full": [1e-3]})
+
+
+def test_labelled_variants_are_methods_of_their_own_in_a_study(tmp_path):
+    cfg = StudyConfig(tasks=["sst2"], methods=["trajectory", "trajectory@deep"], seeds=[42],
+                      method_options={"trajectory@deep": {"preset": "deep"}}, method_lr={"trajectory@deep": 3e-3},
+                      lr_grid={"trajectory": [1e-3]}, output_dir=str(tmp_path))
+    run = cfg.run_config("trajectory@deep", 42, "sst2")
+    assert run.method == "trajectory" and run.method_options == {"preset": "deep"} and run.train.lr == 3e-3
+    assert run.output_dir.endswith("sst2/trajectory@deep/seed-42")
+    assert cfg.run_config("trajectory", 42, "sst2").method_options == {}
+    with pytest.raises(ConfigError, match="methods"):
+        StudyConfig(methods=["bogus@x"])
+    with pytest.raises(ConfigError, match="methods"):
+        StudyConfig(methods=["trajectory", "trajectory"])

@@ -1,5 +1,9 @@
 """``lora-diffusion study``: methods x seeds on one task or on many, idempotent and resumable.
 
+A method entry ``<method>@<label>`` is a variant of a registered method (e.g.
+``trajectory@deep`` with ``method_options: {"trajectory@deep": {"preset": "deep"}}``): it has
+its own directory, options, learning rate (``method_lr``, ``lr_grid``) and row in the reports.
+
 One task: each run lives in ``<output_dir>/<method>/seed-<n>/`` with its ``result.json``.
 Many tasks (``tasks``): ``<output_dir>/<task>/<method>/seed-<n>/``, each task with its own
 seeds (``task_seeds``) and settings (``task_overrides``: dotted fields of the run's
@@ -43,6 +47,12 @@ log = logging.getLogger(__name__)
 FAILED_FILE = "failed.json"
 
 
+def base_method(name: str) -> str:
+    """The registered method of a study's method entry: ``trajectory@deep`` -> ``trajectory``
+    (a labelled variant: its own directory, options, learning rate and rows in the report)."""
+    return name.split("@", 1)[0]
+
+
 @dataclass
 class StudyConfig:
     base: str = "minilm"
@@ -72,8 +82,10 @@ class StudyConfig:
     run_overrides: dict[str, Any] = field(default_factory=dict)  # dotted FinetuneConfig fields of every run
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in registered_methods()]
-        require(not unknown, "methods", f"unknown {unknown}; registered: {registered_methods()}")
+        unknown = [m for m in self.methods if base_method(m) not in registered_methods()]
+        require(not unknown, "methods", f"unknown {unknown}; registered: {registered_methods()} "
+                "(a variant is <method>@<label>, its options in method_options['<method>@<label>'])")
+        require(len(set(self.methods)) == len(self.methods), "methods", f"a method repeats: {self.methods}")
         require(len(self.seeds) >= 1, "seeds", "need at least one seed")
         require(all(s >= 0 for s in self.seeds), "seeds", f"must be >= 0, got {self.seeds}")
         for m, lr in self.method_lr.items():
@@ -122,7 +134,7 @@ class StudyConfig:
         task = task or self.task_list()[0]
         train = replace(self.train, seed=seed, lr=float(self.method_lr.get(method, self.train.lr)))
         base = FinetuneConfig(
-            base=self.base, method=method, method_options=dict(self.method_options.get(method, {})),
+            base=self.base, method=base_method(method), method_options=dict(self.method_options.get(method, {})),
             task=task, data_dir="" if self.multi else self.data_dir, data_root=self.data_root,
             eval_split=self.eval_split, max_train_rows=self.max_train_rows, validation_rows=self.validation_rows,
             eval_rows=self.eval_rows, classification_head=self.classification_head,
@@ -189,7 +201,7 @@ def _same_runs(a: StudyConfig, b: StudyConfig) -> bool:
         for task, method, seed in c.plan():
             d = to_dict(c.run_config(method, seed, task))
             d.pop("output_dir")
-            d["method_options"] = to_dict(method_config(method, d["method_options"]))  # defaults made explicit
+            d["method_options"] = to_dict(method_config(d["method"], d["method_options"]))  # defaults explicit
             out.append(d)
         return out
 

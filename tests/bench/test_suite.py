@@ -48,9 +48,9 @@ def test_trajectory_presets_are_benchmarked_by_name():
     from lora_diffusion.config import ConfigError
     from lora_diffusion.testing import tiny_backbone
 
-    BenchConfig(methods=["full", "trajectory", "trajectory:lean", "trajectory:deep"])
-    with pytest.raises(ConfigError, match="trajectory:bogus"):
-        BenchConfig(methods=["trajectory:bogus"])
-    model = method_model(tiny_backbone("bert", layers=4), "trajectory:deep",
+    BenchConfig(methods=["full", "trajectory", "trajectory@lean", "trajectory@deep"])
+    with pytest.raises(ConfigError, match="trajectory@bogus"):
+        BenchConfig(methods=["trajectory@bogus"])
+    model = method_model(tiny_backbone("bert", layers=4), "trajectory@deep",
                          {"trajectory": {"ranks": [8, 4, 2], "deep_rank": 4}})
     assert model.cfg.preset == "deep" and model.cfg.ranks == [8, 4, 2] and model.adapter.deep is not None

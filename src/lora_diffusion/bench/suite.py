@@ -61,7 +61,7 @@ class BenchConfig:
     def __post_init__(self) -> None:
         from ..methods import TrajectoryConfig
 
-        known = set(TRAIN_METHODS) | {f"trajectory:{p}" for p in TrajectoryConfig.PRESETS}
+        known = set(TRAIN_METHODS) | {f"trajectory@{p}" for p in TrajectoryConfig.PRESETS}
         unknown = sorted(set(self.methods) - known)
         require(not unknown, "methods", f"unknown {unknown}; benchmarked methods: {sorted(known)}")
         for name in ("train_batch", "train_rounds", "memory_steps", "batch", "num_steps", "rounds", "tasks"):

@@ -50,15 +50,15 @@ def method_model(backbone: DiffusionLM, name: str, options: dict | None = None, 
                  copy_base: bool = True) -> torch.nn.Module:
     """Method ``name`` applied to a fresh copy of the base (to the base itself with
     ``copy_base=False``); ``base``: the plain base, ``lora-merged``: weight LoRA folded into
-    the weights, ``trajectory:<preset>``: a named preset of the trajectory method; ``options``:
+    the weights, ``trajectory@<preset>``: a named preset of the trajectory method; ``options``:
     method -> its options."""
     own = copy.deepcopy(backbone) if copy_base else backbone
     if name == "base":
         return own.eval()
-    method, preset = name.split(":", 1) if ":" in name else (name, "")
+    method, preset = name.split("@", 1) if "@" in name else (name, "")
     method = "lora" if method == "lora-merged" else method
     method_options = dict((options or {}).get(method) or {})
-    if preset:  # "trajectory:deep": a named preset of the method
+    if preset:  # "trajectory@deep": a named preset of the method
         method_options = {**method_options, "preset": preset}
     model, _ = build_method_model(own, method, method_options, seed=seed)
     if name == "lora-merged":
