@@ -92,6 +92,7 @@ class TrainConfig:
     select_metric: str = ""  # a validation score to maximise: keep the best step's state (training/selection.py)
     early_stopping_patience: int = 0  # stop after this many evaluations without a gain (0: never)
     min_delta: float = 0.0  # a gain must exceed this
+    min_steps: int = 0  # early stopping never ends a run before this step (e.g. one epoch)
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "warmup_max_fraction", "min_lr_ratio", "max_grad_norm"):
@@ -125,6 +126,8 @@ class TrainConfig:
         require(not self.select_metric or self.eval_every > 0, "select_metric",
                 "model selection needs validation evaluations: set train.eval_every > 0")
         require(self.min_delta >= 0, "min_delta", f"must be >= 0, got {self.min_delta}")
+        require(0 <= self.min_steps <= self.max_steps, "min_steps",
+                f"must lie in 0..max_steps ({self.max_steps}), got {self.min_steps}")
         require(
             self.mixed_precision in ("no", "bf16", "fp16"),
             "mixed_precision",

@@ -14,11 +14,12 @@ REFERENCE = "full"
 
 
 def collect(study_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """{method: {seed: result}} from ``<study>/<method>/seed-<n>/result.json``."""
+    """{method: {seed: result}} from ``<study>/<method>/seed-<n>/result.json`` (the method's
+    directory names it: a labelled variant ``trajectory@deep`` is a method of its own)."""
     out: dict[str, dict[int, dict[str, Any]]] = {}
     for path in sorted(Path(study_dir).glob("*/seed-*/result.json")):
         result = json.loads(path.read_text())
-        out.setdefault(result["config"]["method"], {})[int(result["config"]["train"]["seed"])] = result
+        out.setdefault(path.parent.parent.name, {})[int(result["config"]["train"]["seed"])] = result
     if not out:
         raise FileNotFoundError(f"no */seed-*/result.json under {study_dir}")
     return out

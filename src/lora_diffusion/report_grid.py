@@ -46,11 +46,13 @@ def collect_grid(study_dir: str | Path) -> tuple[list[dict[str, Any]], dict[tupl
     data: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     for point in manifest["points"]:
         for path in sorted((root / point["slug"]).rglob("seed-*/result.json")):
+            if "lr-search" in path.relative_to(root).parts:  # the rate search's runs: not the point's results
+                continue
             r = json.loads(path.read_text())
             value = score(r)
             if value is None:
                 continue
-            key = (r["config"].get("task", ""), r["config"]["method"])
+            key = (r["config"].get("task", ""), path.parent.parent.name)  # a labelled variant by its directory
             data.setdefault(key, {}).setdefault(point["slug"], {})[int(r["config"]["train"]["seed"])] = value
     if not data:
         raise FileNotFoundError(f"no finished runs (<point>/<method>/seed-*/result.json) under {study_dir}")

@@ -22,11 +22,12 @@ ORDER = ("full", "lora", "adapter", "bitfit", "prefix", "trajectory")
 
 
 def collect_tasks(study_dir: str | Path) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
-    """{task: {method: {seed: result}}}."""
+    """{task: {method: {seed: result}}} (methods named by their directories: a labelled variant
+    ``trajectory@deep`` is a method of its own)."""
     out: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     for path in sorted(Path(study_dir).glob("*/*/seed-*/result.json")):
         r = json.loads(path.read_text())
-        out.setdefault(r["config"]["task"], {}).setdefault(r["config"]["method"], {})[
+        out.setdefault(r["config"]["task"], {}).setdefault(path.parent.parent.name, {})[
             int(r["config"]["train"]["seed"])] = r
     if not out:
         raise FileNotFoundError(f"no <task>/<method>/seed-*/result.json under {study_dir}")

@@ -60,6 +60,13 @@ def test_stops_after_patience_and_hands_on_the_best_step(tmp_path):
     assert curve == SCORES[:4]  # the learning curve is kept
 
 
+def test_never_stops_before_min_steps(tmp_path):
+    trainer, model, seen, _ = _setup(tmp_path, min_steps=5)
+    summary = trainer.fit()
+    assert sorted(seen) == [1, 2, 3, 4, 5] and summary["selection"]["early_stopped_at"] == 5
+    assert summary["selection"]["selected_step"] == 2
+
+
 def test_without_patience_runs_to_the_end_and_selects(tmp_path):
     trainer, model, seen, _ = _setup(tmp_path, patience=0)
     summary = trainer.fit()

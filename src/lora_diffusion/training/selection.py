@@ -4,7 +4,7 @@ Every ``eval_every`` steps the trainer's ``evaluate`` callback scores the model 
 validation rows; ``select_metric`` names the value to maximise. The best state so far (the
 trainable tensors) is kept in ``<output>/best/`` with its step and value; after
 ``early_stopping_patience`` evaluations in a row without an improvement of more than
-``min_delta`` the run stops. At the end of training the best state is loaded back, so the saved
+``min_delta`` the run stops (never before ``min_steps``). At the end of training the best state is loaded back, so the saved
 adapter and the single evaluation on the reported split are those of the selected step (the
 reported split is never looked at during training). A resumed run reads ``best/`` back.
 """
@@ -38,9 +38,10 @@ class SelectionState:
 class Selector:
     """Keeps the best validation state of one run (see the module docstring)."""
 
-    def __init__(self, output_dir: str | Path, metric: str, patience: int = 0, min_delta: float = 0.0):
+    def __init__(self, output_dir: str | Path, metric: str, patience: int = 0, min_delta: float = 0.0,
+                 min_steps: int = 0):
         self.dir = Path(output_dir) / BEST_DIR
-        self.metric, self.patience, self.min_delta = metric, patience, min_delta
+        self.metric, self.patience, self.min_delta, self.min_steps = metric, patience, min_delta, min_steps
         self.state = SelectionState()
 
     def restore(self, step: int) -> None:
@@ -62,7 +63,7 @@ class Selector:
             st.best_value, st.best_step, st.evaluations_without_gain = value, step, 0
         else:
             st.evaluations_without_gain += 1
-        stop = bool(self.patience) and st.evaluations_without_gain >= self.patience
+        stop = bool(self.patience) and st.evaluations_without_gain >= self.patience and step >= self.min_steps
         if stop:
             st.stopped_at = step
         if write and improved:  # tensors, their hash and the state replace the old best at once

@@ -159,7 +159,8 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(ObjectiveModule(model, objective), optimizer)
         self.history: list[dict[str, Any]] = []
         self.step = 0
-        self.selector = (Selector(self.output_dir, cfg.select_metric, cfg.early_stopping_patience, cfg.min_delta)
+        self.selector = (Selector(self.output_dir, cfg.select_metric, cfg.early_stopping_patience, cfg.min_delta,
+                                  cfg.min_steps)
                          if cfg.select_metric and evaluate else None)
         self.tb = self._tensorboard() if cfg.tensorboard and self.accelerator.is_main_process else None
 
