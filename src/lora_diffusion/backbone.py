@@ -68,6 +68,17 @@ class DiffusionLM(nn.Module):
             else None
         )
 
+    def set_process(self, num_steps: int = 0, schedule: str = "") -> None:
+        """Train / sample with another number of steps T or noise schedule than the base was
+        saved with (0 / "": keep). Time conditioning reads s / T, so it follows T."""
+        from dataclasses import replace
+
+        changes = {k: v for k, v in (("num_steps", num_steps), ("schedule", schedule)) if v}
+        if changes:
+            self.diffusion = replace(self.diffusion, **changes)
+            if self.time_embedding is not None:
+                self.time_embedding.num_steps = self.diffusion.num_steps
+
     # ----------------------------------------------------------------------------- shapes
     @property
     def hidden_size(self) -> int:

@@ -17,6 +17,7 @@ from .data.encoding import EncodedExamples, ResponseFormat, pad_collate, tokeniz
 from .data.examples import task_names
 from .data.records import DataFileConfig
 from .data.sources import Prepared, resolve_data, subsample
+from .diffusion.schedules import SCHEDULES
 from .generation import GenerationOptions, denoising_accuracy
 from .hub import load_base
 from .methods import apply_method, method_config
@@ -124,6 +125,8 @@ class FinetuneConfig:
     max_train_rows: int = 0
     eval_rows: int = 0  # 0 = all; else a fixed seeded sample (seed 0, the same for every run)
     validation_rows: int = 0  # held out of train (seeded) for model selection; never the reported split
+    diffusion_steps: int = 0  # T for training and sampling (0: the base's own)
+    diffusion_schedule: str = ""  # noise schedule ("": the base's own)
     response: ResponseFormat = field(default_factory=ResponseFormat)
     sampling: GenerationOptions = field(default_factory=GenerationOptions)
     classification_head: bool = True  # the third accuracy: a linear head trained with the method
@@ -151,6 +154,9 @@ class FinetuneConfig:
         require(self.max_train_rows >= 0, "max_train_rows", f"must be >= 0, got {self.max_train_rows}")
         require(self.eval_rows >= 0, "eval_rows", f"must be >= 0, got {self.eval_rows}")
         require(self.validation_rows >= 0, "validation_rows", f"must be >= 0, got {self.validation_rows}")
+        require(self.diffusion_steps >= 0, "diffusion_steps", f"must be >= 0, got {self.diffusion_steps}")
+        require(not self.diffusion_schedule or self.diffusion_schedule in SCHEDULES, "diffusion_schedule",
+                f"unknown schedule {self.diffusion_schedule!r}; choose from {sorted(SCHEDULES)}")
         require(not self.train.select_metric or self.validation_rows > 0, "train.select_metric",
                 "model selection needs a validation split carved from train: set validation_rows > 0")
         require(self.head_loss_weight >= 0, "head_loss_weight", f"must be >= 0, got {self.head_loss_weight}")
@@ -229,6 +235,7 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
         log.warning("%s: this run is already finished; nothing was trained or written", cfg.output_dir)
         return {**json.loads((Path(cfg.output_dir) / FINISHED).read_text()), "already_finished": True}
     backbone = load_base(cfg.base)
+    backbone.set_process(cfg.diffusion_steps, cfg.diffusion_schedule)
     tok, positions = backbone.tokenizer, max_positions(backbone)
     prepared = cfg.data_source(tok, positions)
     seed = cfg.train.seed

@@ -115,6 +115,7 @@ def run_multitask_finetune(cfg, resume: bool = False, progress: bool = True, ove
     if state == "finished":
         return {**json.loads((Path(cfg.output_dir) / FINISHED).read_text()), "already_finished": True}
     backbone = load_base(cfg.base)
+    backbone.set_process(cfg.diffusion_steps, cfg.diffusion_schedule)
     tok, positions = backbone.tokenizer, max_positions(backbone)
     sources = task_sources(cfg, tok, positions)
     names = list(sources)

@@ -137,3 +137,4 @@ def test_finetune_selects_on_validation_carved_from_train(tmp_path):
     assert evals and {"eval/denoising_accuracy", "eval/accuracy"} <= evals[0].keys()
     assert result["validation"]["rows"] == 8 and result["train_rows"] == 24
     assert max(h["eval/primary"] for h in evals) == selection["selected_value"]
+

@@ -165,6 +165,8 @@ def load_method(directory: str | Path, backbone: DiffusionLM | str | None = None
                 raise AdapterError(f"adapter {directory} does not record its base: pass one")
             backbone = load_base(source)
         check_base(meta["base_fingerprint"], backbone, directory)
+        saved = meta.get("diffusion") or {}  # the T and schedule the adapter was trained with
+        backbone.set_process(int(saved.get("num_steps") or 0), str(saved.get("schedule") or ""))
         model = apply_method(meta["method"], backbone, cfg)
     if "classification_head" in meta:
         attach_head(model, meta["classification_head"]["num_labels"], meta["classification_head"]["weight"])
