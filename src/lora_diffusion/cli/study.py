@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import load_config
+from ..config import ConfigError, load_config
 from .common import add_common, flag_overrides, load_pairs
 
 
@@ -77,6 +77,8 @@ def _report_parser(sub) -> None:
     r.add_argument("--study", required=True, help="the study's output directory")
     r.add_argument("--output", required=True, help="directory for report.md and figures")
     r.add_argument("--study-command", default="", help="the exact command of the study, recorded in the report")
+    r.add_argument("--bench", default=None, help="quality studies: a bench.json whose side-by-side train-step "
+                   "times give the step-time ratios")
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -100,14 +102,22 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from ..report import write_report
     from ..report_grid import is_grid, write_grid_report
+    from ..report_quality import is_quality, write_quality_report
     from ..report_tasks import is_multi_task, write_task_report
     from ..utils.io import check_writable_dir
 
     if not Path(args.study).is_dir():
         raise FileNotFoundError(f"--study {args.study}: no such study directory")
     check_writable_dir(args.output, "--output")
-    writer = (write_grid_report if is_grid(args.study) else write_task_report if is_multi_task(args.study)
-              else write_report)
+    writer = (write_grid_report if is_grid(args.study) else write_quality_report if is_quality(args.study)
+              else write_task_report if is_multi_task(args.study) else write_report)
+    if args.bench is not None:
+        if writer is not write_quality_report:
+            raise ConfigError("--bench: only a quality study's report (one with lr-search/) reads a bench")
+        if not Path(args.bench).is_file():
+            raise FileNotFoundError(f"--bench {args.bench}: no such file")
+        print(write_quality_report(args.study, args.output, args.study_command, bench=args.bench))
+        return 0
     print(writer(args.study, args.output, args.study_command))
     return 0
 
