@@ -6,6 +6,11 @@ the gold label word's tokens (exact match; a non-label prediction is wrong, no f
 Classification-head accuracy (models with a ``cls_head``) comes from the same reverse run:
 the head reads the perturbed hidden state of the step that decoded the first response
 position (``methods/head.py``); no extra trunk pass.
+
+Prompt caching (``SamplerConfig.prompt_cache`` / ``prompt_attention``): ``generate`` checks the
+backbone and method (``prompt_cache.check_support``: one-line ``ConfigError``), then routes the
+trunk through a per-batch ``prompt_cache.PromptCache`` for the reverse run, telling it the rows
+of every call; the method's hook still runs on the returned (B, L, D) hidden states.
 """
 
 from __future__ import annotations
@@ -18,8 +23,16 @@ from .backbone import Perturb, unwrap_backbone
 from .config import require
 from .data.encoding import pad_collate, response_tokens
 from .diffusion import get_schedule
-from .diffusion.sampler import PARALLEL, REMASKING, SamplerConfig, sample
+from .diffusion.sampler import (
+    PARALLEL,
+    PROMPT_ATTENTION,
+    PROMPT_CACHE,
+    REMASKING,
+    SamplerConfig,
+    sample,
+)
 from .methods.head import anchor_mask, head_of, head_predictions
+from .prompt_cache import PromptCache, check_support, installed
 
 
 @torch.no_grad()
@@ -30,12 +43,14 @@ def generate(
     generator: torch.Generator,
     perturb: Perturb | None = None,
     record_anchor: bool = False,
+    cache_stats: dict[str, int] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Fill the ``generate_mask`` positions of ``batch`` by reverse diffusion: (B, L) ids.
     ``model`` is a ``DiffusionLM`` or a method model; a method's own perturbation runs at every
     reverse step with that step's t (``perturb`` adds an extra hook on a plain backbone).
     ``record_anchor``: also return the hidden state (B, D) at each row's first response
-    position from the last step that asked for it (the step that decoded it)."""
+    position from the last step that asked for it (the step that decoded it).
+    ``cache_stats``: with prompt caching on, the cache's pass counts are added to it."""
     model.eval()
     backbone = unwrap_backbone(model)
     device = next(model.parameters()).device
@@ -48,9 +63,15 @@ def generate(
     extra = {"perturb": perturb} if perturb is not None else {}
     anchors = anchor_mask(gen_mask)
     recorded = torch.zeros(gen_mask.shape[0], backbone.hidden_size, device=device) if record_anchor else None
+    cache = None
+    if cfg.prompt_cache != "none" or cfg.prompt_attention != "full":
+        check_support(model, backbone, cfg.prompt_cache, cfg.prompt_attention)
+        cache = PromptCache(backbone, gen_mask, per_row["attention_mask"], cfg.prompt_cache, cfg.prompt_attention)
 
     def denoise(x_t, steps, select, rows=None):
         full_select, kw = select, per_row
+        if cache is not None:
+            cache.announce(rows if rows is not None and rows.numel() < x_t.shape[0] else None, x_t, steps)
         if rows is not None and rows.numel() < x_t.shape[0]:  # only rows that need logits
             x_t, steps, select = x_t[rows], steps[rows], select[rows]
             kw = {k: v[rows] for k, v in per_row.items()}
@@ -63,8 +84,14 @@ def generate(
         recorded[full_select.nonzero()[at_anchor][:, 0]] = hidden[at_anchor].float()
         return logits
 
-    out = sample(denoise, batch["input_ids"].to(device), gen_mask, backbone.mask_token_id,
-                 get_schedule(backbone.diffusion.schedule), cfg, generator)
+    if cache is not None:
+        denoise.new_block = cache.new_block
+    with installed(backbone, cache):
+        out = sample(denoise, batch["input_ids"].to(device), gen_mask, backbone.mask_token_id,
+                     get_schedule(backbone.diffusion.schedule), cfg, generator)
+    if cache is not None and cache_stats is not None:
+        for key, value in cache.stats.items():
+            cache_stats[key] = cache_stats.get(key, 0) + value
     return (out, recorded) if record_anchor else out
 
 
@@ -80,7 +107,11 @@ class GenerationOptions:
     masked position of the active block whose confidence exceeds ``threshold``, at least one)
     or fixed (``tokens_per_call`` positions per call); with either, remasking only picks the
     confidence (margin: the top-2 gap; otherwise the drawn token's probability) and T is the
-    step grid the model's t is read on (``diffusion.sampler.sample_parallel``)."""
+    step grid the model's t is read on (``diffusion.sampler.sample_parallel``).
+
+    ``prompt_cache``: none, exact (reuse the prompt's keys/values at every call; needs
+    ``prompt_attention="prefix"``, where prompt queries see only prompt keys) or approximate
+    (refresh them at each semi-AR block's first call; stale in between). ``prompt_cache.py``."""
 
     num_steps: int = 0
     remasking: str = "random"
@@ -91,6 +122,8 @@ class GenerationOptions:
     parallel: str = "none"
     threshold: float = 0.9
     tokens_per_call: int = 2
+    prompt_cache: str = "none"
+    prompt_attention: str = "full"
     response_length: int = 0
     batch_size: int = 32
     seed: int = 0
@@ -106,6 +139,12 @@ class GenerationOptions:
                 f"must be a probability in [0, 1], got {self.threshold!r}")
         require(isinstance(self.tokens_per_call, int) and self.tokens_per_call >= 1, "tokens_per_call",
                 f"must be an integer >= 1, got {self.tokens_per_call!r}")
+        require(self.prompt_cache in PROMPT_CACHE, "prompt_cache",
+                f"must be one of {list(PROMPT_CACHE)}, got {self.prompt_cache!r}")
+        require(self.prompt_attention in PROMPT_ATTENTION, "prompt_attention",
+                f"must be one of {list(PROMPT_ATTENTION)}, got {self.prompt_attention!r}")
+        require(self.prompt_cache != "exact" or self.prompt_attention == "prefix", "prompt_cache",
+                "'exact' needs prompt_attention=prefix (under full attention the prompt sees the response)")
         require(self.response_length >= 0, "response_length", f"must be >= 0, got {self.response_length}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
 
@@ -113,7 +152,8 @@ class GenerationOptions:
         return SamplerConfig(num_steps=self.num_steps or default_steps, temperature=self.temperature,
                              greedy=self.greedy, top_k=self.top_k, strategy=REMASKING[self.remasking],
                              block_length=self.block_length, parallel=self.parallel,
-                             threshold=float(self.threshold), tokens_per_call=self.tokens_per_call)
+                             threshold=float(self.threshold), tokens_per_call=self.tokens_per_call,
+                             prompt_cache=self.prompt_cache, prompt_attention=self.prompt_attention)
 
 
 @dataclass

@@ -60,7 +60,8 @@ def run(adapter: str, task: str, data_root: str, rows: int, options: dict, confi
     prepared = resolve_data(task=task, data_dir="", data_root=data_root, data_file="", eval_file="", eval_split="",
                             file_cfg=DataFileConfig(), metric="", fmt=ResponseFormat(), tokenizer=pipe.tokenizer,
                             need_train=False)
-    data = tokenize_examples(subsample(prepared.eval, rows), pipe.tokenizer, pipe.response_format())
+    data = tokenize_examples(subsample(prepared.eval, rows), pipe.tokenizer, pipe.response_format(),
+                             prepared.label_words or None)
     refs = [ex.answers for ex in data.examples]
     batch_size = options.pop("batch_size", 8)
     results, regions = {}, {}

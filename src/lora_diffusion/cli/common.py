@@ -33,6 +33,11 @@ def add_sampling(p: argparse.ArgumentParser, prefix: str = "sampling.") -> None:
                    help="confidence threshold of --parallel threshold (default 0.9; implies it)")
     g.add_argument("--tokens-per-call", type=int, dest=f"{prefix}tokens_per_call", metavar="K",
                    help="tokens revealed per model call with --parallel fixed (default 2; implies it)")
+    g.add_argument("--prompt-cache", dest=f"{prefix}prompt_cache", choices=["none", "exact", "approximate"],
+                   help="reuse the prompt's keys/values across model calls: exact (implies --prompt-attention "
+                        "prefix) or approximate (refreshed per --block-length block); default none")
+    g.add_argument("--prompt-attention", dest=f"{prefix}prompt_attention", choices=["full", "prefix"],
+                   help="prefix: prompt positions attend only to the prompt (default full)")
     g.add_argument("--response-length", type=int, dest=f"{prefix}response_length", metavar="N",
                    help="response positions, end token included (default: the adapter's budget)")
     g.add_argument("--batch-size", type=int, dest=f"{prefix}batch_size", metavar="N")
@@ -41,7 +46,8 @@ def add_sampling(p: argparse.ArgumentParser, prefix: str = "sampling.") -> None:
 
 def sampling_overrides(args: argparse.Namespace, prefix: str = "sampling.") -> dict[str, object]:
     """The sampling flags that were given; a temperature turns greedy decoding off, and
-    ``--threshold`` / ``--tokens-per-call`` without ``--parallel`` select that mode."""
+    ``--threshold`` / ``--tokens-per-call`` without ``--parallel`` select that mode;
+    ``--prompt-cache exact`` without ``--prompt-attention`` selects prefix attention."""
     out = {k: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
     if out.get(f"{prefix}temperature") is not None:
         out[f"{prefix}greedy"] = False
@@ -52,6 +58,8 @@ def sampling_overrides(args: argparse.Namespace, prefix: str = "sampling.") -> d
             raise ConfigError("--threshold and --tokens-per-call select different parallel modes; "
                               "give --parallel threshold or --parallel fixed")
         out[f"{prefix}parallel"] = implied[0]
+    if out.get(f"{prefix}prompt_cache") == "exact":
+        out.setdefault(f"{prefix}prompt_attention", "prefix")
     return out
 
 

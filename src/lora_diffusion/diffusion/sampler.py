@@ -29,6 +29,10 @@ reveals every still-masked position whose confidence exceeds ``threshold``, and 
 most confident one; ``fixed`` reveals the ``tokens_per_call`` most confident. Confidence is the
 drawn token's probability, or the top-2 margin with the margin strategy. Each call is one pass
 through ``denoise``, so the method's hook runs at every call.
+
+Prompt caching (``prompt_cache``, ``prompt_attention``; ``lora_diffusion.prompt_cache``): the
+sampler only announces each semi-AR block to ``denoise.new_block(b)`` when ``denoise`` has it
+(an approximate cache is refreshed there); the caching itself happens inside ``denoise``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ Tensor = torch.Tensor
 Denoise = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
 STRATEGIES = ("ancestral", "low_confidence", "margin")
 PARALLEL = ("none", "threshold", "fixed")
+PROMPT_CACHE = ("none", "exact", "approximate")
+PROMPT_ATTENTION = ("full", "prefix")
 REMASKING = {"random": "ancestral", "low_confidence": "low_confidence", "margin": "margin"}  # CLI names
 
 
@@ -60,6 +66,8 @@ class SamplerConfig:
     parallel: str = "none"  # none (the strategy's step schedule), threshold or fixed (sample_parallel)
     threshold: float = 0.9  # parallel=threshold: reveal every position whose confidence exceeds it
     tokens_per_call: int = 2  # parallel=fixed: reveal this many positions per model call
+    prompt_cache: str = "none"  # none, exact (needs prompt_attention=prefix) or approximate (prompt_cache.py)
+    prompt_attention: str = "full"  # full, or prefix: prompt queries see only prompt keys
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -78,6 +86,13 @@ class SamplerConfig:
             raise ValueError(f"sampler.threshold must be in [0, 1], got {self.threshold}")
         if self.tokens_per_call < 1:
             raise ValueError(f"sampler.tokens_per_call must be >= 1, got {self.tokens_per_call}")
+        if self.prompt_cache not in PROMPT_CACHE:
+            raise ValueError(f"sampler.prompt_cache must be one of {PROMPT_CACHE}, got {self.prompt_cache!r}")
+        if self.prompt_attention not in PROMPT_ATTENTION:
+            raise ValueError(f"sampler.prompt_attention must be one of {PROMPT_ATTENTION}, got {self.prompt_attention!r}")
+        if self.prompt_cache == "exact" and self.prompt_attention != "prefix":
+            raise ValueError("sampler.prompt_cache 'exact' needs prompt_attention='prefix' "
+                             "(under full attention the prompt sees the response)")
 
 
 def draw_tokens(logits: Tensor, cfg: SamplerConfig, generator: torch.Generator | None = None,
@@ -155,6 +170,7 @@ def sample(
     if cfg.parallel != "none":
         return sample_parallel(denoise, x, generate_mask, mask_token_id, schedule, cfg, generator)
     x = torch.where(generate_mask, torch.full_like(x, mask_token_id), x)
+    new_block = getattr(denoise, "new_block", lambda b: None)  # a prompt cache's refresh point
     denoise = _never_mask(denoise, mask_token_id)
     blocks = block_ids(generate_mask, cfg.block_length)
     n_blocks = int(blocks.max().item()) + 1 if generate_mask.any() else 0
@@ -163,6 +179,7 @@ def sample(
         tau = reveal_steps(torch.rand(x.shape, generator=generator, dtype=torch.float64), schedule, local_steps)
         u_token = torch.rand(x.shape, generator=generator, dtype=torch.float64)
     for b in range(n_blocks):
+        new_block(b)
         active = blocks == b
         if cfg.strategy == "ancestral":
             plan = sorted(set(tau[active].tolist()), reverse=True) if cfg.event_driven else range(local_steps, 0, -1)
@@ -225,11 +242,13 @@ def sample_parallel(
     sampler with T steps (same reveals, same t, same draws from ``generator``; exact ties in
     confidence aside). Trunk passes: one per call, i.e. per block the most any row needs."""
     x = torch.where(generate_mask, torch.full_like(x, mask_token_id), x)
+    new_block = getattr(denoise, "new_block", lambda b: None)  # a prompt cache's refresh point
     denoise = _never_mask(denoise, mask_token_id)
     blocks = block_ids(generate_mask, cfg.block_length)
     n_blocks = int(blocks.max().item()) + 1 if generate_mask.any() else 0
     margin = cfg.strategy == "margin"
     for b in range(n_blocks):
+        new_block(b)
         active = blocks == b
         size = active.sum(1)
         while True:
