@@ -6,7 +6,7 @@ positions over a data set, with singular values s_1 >= ... >= s_D:
     p_i = s_i / sum_j s_j,     r_eff = exp(-sum_i p_i log p_i)
 
 It measures the composed delta_t = sigma(t) sum_i g_i(h_t, t, c) (FiLM included), not the raw
-weight matrices.
+weight matrices (for the variants, ``TrajectoryModel.delta``: h'_t - h_t of the last layer).
 
 Two perturbation sets (``analyze_rank(..., over=...)``):
 
@@ -67,8 +67,7 @@ def collect_deltas(model: TrajectoryModel, data, batch_size: int = 32, seed: int
             steps = pool[torch.randint(len(pool), (gmask.shape[0],), generator=gen)]
             x_t, _ = forward_mask(batch["input_ids"], gmask, mask_probability(schedule, steps, T),
                                   backbone.mask_token_id, gen)
-            h = backbone.hidden_states(x_t, batch["attention_mask"], steps)
-            delta = model.adapter.delta(h, steps, instr, x_t)
+            delta = model.delta(x_t, batch["attention_mask"], steps, instr)
             out[name].append(delta[gmask].float())
     return {p: torch.cat(v) for p, v in out.items() if v}
 
@@ -109,8 +108,7 @@ def step_deltas(model: TrajectoryModel, data, steps_of_phase: list[int], batch_s
             steps = torch.full((x0.shape[0],), t, dtype=torch.long)
             masked = gmask & (u < mask_probability(schedule, steps, T)[:, None])
             x_t = torch.where(masked, torch.full_like(x0, backbone.mask_token_id), x0)
-            h = backbone.hidden_states(x_t, batch["attention_mask"], steps)
-            per_step.append(model.adapter.delta(h, steps, instr, x_t)[gmask].float())
+            per_step.append(model.delta(x_t, batch["attention_mask"], steps, instr)[gmask].float())
         out.append(torch.stack(per_step, dim=1))
     return torch.cat(out)
 

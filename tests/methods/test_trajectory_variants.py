@@ -249,3 +249,16 @@ def test_nuclear_norm_ignores_round_off_singular_values():
     w = (2.0 * u @ v + 1e-9 * torch.randn(3, 2, generator=torch.Generator().manual_seed(0))).requires_grad_()
     nuclear_norm(w).backward()
     torch.testing.assert_close(w.grad, u @ v, atol=1e-5, rtol=0)  # only the one real direction
+
+
+@pytest.mark.parametrize("variant", ["paper", "mix", "deep"])
+def test_delta_is_what_the_method_adds_to_the_last_hidden_state(variant):
+    model = _model(variant).eval()
+    for p in model.adapter.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    ids, attn, t, _, instr = _batch()
+    with torch.no_grad():
+        delta = model.delta(ids, attn, t, instr)
+        expected = model.perturbed_hidden(ids, attn, t, None, instr) - model.backbone.hidden_states(ids, attn, t)
+    torch.testing.assert_close(delta, expected, rtol=0, atol=1e-5)
+    assert delta.abs().sum() > 0

@@ -226,6 +226,13 @@ class TrajectoryModel(nn.Module):
                 instruction_mask: Tensor | None = None, return_hidden: bool = False):
         """Logits at ``select`` (N, V) (every position, (B, L, V), without it): one trunk pass,
         the adapter at the selected positions only, the frozen output head."""
+        hidden = self.perturbed_hidden(input_ids, attention_mask, steps, select, instruction_mask)
+        logits = self.backbone.head(hidden)
+        return (logits, hidden) if return_hidden else logits
+
+    def perturbed_hidden(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor,
+                         select: Tensor | None = None, instruction_mask: Tensor | None = None) -> Tensor:
+        """h'_t: (B, L, D), or (N, D) at ``select``; one trunk pass."""
         adapter, read, c = self.adapter, None, None
         if adapter.deep is not None:
             ctx = {"sigma": adapter.sigmas[phase_index(steps, adapter.num_steps, self.cfg.boundaries)],
@@ -242,9 +249,17 @@ class TrajectoryModel(nn.Module):
             read = adapter.mix(states)
         else:
             hidden = self.backbone.hidden_states(input_ids, attention_mask, steps)
-        hidden = adapter(hidden, steps, instruction_mask, input_ids, select=select, read=read, c=c)
-        logits = self.backbone.head(hidden)
-        return (logits, hidden) if return_hidden else logits
+        return adapter(hidden, steps, instruction_mask, input_ids, select=select, read=read, c=c)
+
+    def delta(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor,
+              instruction_mask: Tensor | None = None) -> Tensor:
+        """What the method adds to the last hidden state, h'_t - h_t: (B, L, D). With deep
+        layers, against the plain trunk on the same x_t (a second trunk pass: for analyses)."""
+        if self.adapter.deep is None and self.adapter.mix is None:
+            h = self.backbone.hidden_states(input_ids, attention_mask, steps)
+            return self.adapter.delta(h, steps, instruction_mask, input_ids)
+        perturbed = self.perturbed_hidden(input_ids, attention_mask, steps, None, instruction_mask)
+        return perturbed - self.backbone.hidden_states(input_ids, attention_mask, steps)
 
     def regularization(self) -> dict[str, tuple[Tensor, float]]:
         terms = self.adapter.regularizers()
