@@ -1,4 +1,4 @@
-"""``analyze-rank``, ``params``, ``methods``, ``plot`` and ``bench``."""
+"""``analyze-rank``, ``analyze-tsne``, ``params``, ``methods``, ``plot`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,18 @@ def _rank_parser(sub) -> None:
                    help="steps (default; Eq. 28: the deltas over the steps of each phase, per example and "
                         "position) or rows (one delta per example and position, stacked over the data set)")
     p.add_argument("--max-rows", type=int, default=512)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _tsne_parser(sub) -> None:
+    p = sub.add_parser("analyze-tsne", help="t-SNE of trained trajectory adapters' perturbations by phase and task")
+    p.add_argument("--adapter", action="append", required=True, metavar="DIR",
+                   help="a trajectory adapter (repeatable: one per task), run over its own task's reported split")
+    p.add_argument("--base", default=None, help="base they were trained on (default: the recorded source)")
+    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--max-rows", type=int, default=200)
+    p.add_argument("--perplexity", type=float, default=30.0)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--seed", type=int, default=0)
 
@@ -112,6 +124,36 @@ def cmd_analyze_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze_tsne(args: argparse.Namespace) -> int:
+    from ..analysis_tsne import analyze_tsne, plot_tsne
+    from ..api import pipeline_for
+    from ..methods.persistence import read_adapter_config
+    from ..utils.io import atomic_write_json, check_writable_dir
+
+    check_writable_dir(args.output_dir, "--output-dir")
+    if args.max_rows < 1 or args.perplexity <= 0:
+        raise ConfigError("--max-rows must be >= 1 and --perplexity > 0")
+    runs = []
+    for directory in args.adapter:
+        meta = read_adapter_config(directory)
+        if meta["method"] != "trajectory":
+            raise ValueError(f"analyze-tsne needs trajectory adapters; {directory} holds {meta['method']!r}")
+        pipe = pipeline_for(directory, args.base or "")
+        task = (pipe.task_format or {}).get("task") or ""
+        rows = argparse.Namespace(task=task, data_file="", data_dir="", data_root=args.data_root, split="",
+                                  data=None, max_rows=args.max_rows)
+        runs.append((task or Path(directory).parent.name, pipe.model, _rank_data(rows, pipe)))
+    result = analyze_tsne(runs, max_rows=args.max_rows, seed=args.seed, perplexity=args.perplexity)
+    out = Path(args.output_dir)
+    atomic_write_json(out / "tsne.json", {**result, "adapters": args.adapter})
+    plot_tsne(result, out / "tsne.png")
+    for task, s in result["silhouette_phase_within_task"].items():
+        print(f"{task}: silhouette of the phases {s if s is None else round(s, 3)}")
+    for phase, s in result["silhouette_task_within_phase"].items():
+        print(f"{phase}: silhouette of the tasks {s if s is None else round(s, 3)}")
+    return 0
+
+
 def cmd_params(args: argparse.Namespace) -> int:
     from ..hub import load_base
     from ..methods import apply_method, method_config
@@ -180,6 +222,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "analyze-rank": (_rank_parser, cmd_analyze_rank),
+    "analyze-tsne": (_tsne_parser, cmd_analyze_tsne),
     "params": (_params_parser, cmd_params),
     "bench": (_bench_parser, cmd_bench),
     "plot": (_plot_parser, cmd_plot),
