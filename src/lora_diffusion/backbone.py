@@ -165,6 +165,39 @@ class DiffusionLM(nn.Module):
         return (logits, hidden) if return_hidden else logits
 
 
+def layer_stack(trunk: nn.Module) -> nn.ModuleList:
+    """The trunk's stack of transformer layers: its largest ``nn.ModuleList`` whose children are
+    all of one class (BERT's ``encoder.layer``, Llama's ``layers``, GPT-2's ``h``, LLaDA's
+    ``blocks`` ...)."""
+    best: nn.ModuleList | None = None
+    for module in trunk.modules():
+        if isinstance(module, nn.ModuleList) and len(module) and len({type(m) for m in module}) == 1:
+            if best is None or len(module) > len(best):
+                best = module
+    if best is None:
+        raise ValueError(f"cannot find the layer stack (a list of identical layers) of a {type(trunk).__name__}")
+    return best
+
+
+
+LAYER_COUNT_FIELDS = ("num_hidden_layers", "n_layers", "num_layers", "n_layer")
+
+
+def keep_first_layers(backbone: DiffusionLM, n: int) -> None:
+    """Cut the trunk to its first ``n`` layers (a smaller base from a bigger one: the scaling
+    study); the model config's layer count follows, so a saved copy loads as n layers."""
+    stack = layer_stack(backbone.trunk)
+    if not 1 <= n <= len(stack):
+        raise ValueError(f"keep_layers: the trunk has {len(stack)} layers; keep 1..{len(stack)}, got {n}")
+    del stack[n:]
+    fields = [f for f in LAYER_COUNT_FIELDS if hasattr(backbone.mlm.config, f)]
+    if not fields:
+        raise ValueError(f"keep_layers: {type(backbone.mlm.config).__name__} names no layer count "
+                         f"({', '.join(LAYER_COUNT_FIELDS)})")
+    for f in fields:
+        setattr(backbone.mlm.config, f, n)
+
+
 def unwrap_backbone(model: nn.Module) -> DiffusionLM:
     """The ``DiffusionLM`` inside a method model (or a DDP wrapper of one)."""
     inner = getattr(model, "module", model)

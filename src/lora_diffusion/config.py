@@ -157,6 +157,7 @@ class PretrainConfig:
     seq_len: int = 128
     max_train_chunks: int = 0
     eval_chunks: int = 256
+    keep_layers: int = 0  # keep only the trunk's first N layers (0: all): smaller bases for the scaling study
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
@@ -169,6 +170,7 @@ class PretrainConfig:
         require(self.seq_len >= 8, "seq_len", f"must be >= 8, got {self.seq_len}")
         require(self.max_train_chunks >= 0, "max_train_chunks", f"must be >= 0, got {self.max_train_chunks}")
         require(self.eval_chunks >= 1, "eval_chunks", f"must be >= 1, got {self.eval_chunks}")
+        require(self.keep_layers >= 0, "keep_layers", f"must be >= 0, got {self.keep_layers}")
 
 
 # ---------------------------------------------------------------------------------- loading

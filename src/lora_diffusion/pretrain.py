@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .backbone import keep_first_layers
 from .config import PretrainConfig, to_dict
 from .data.corpus import chunk_corpus, read_corpus
 from .evaluation import nelbo
@@ -39,6 +40,8 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = Tru
     train_lines = read_corpus(cfg.corpus, "train")  # bad corpus fails before the model loads
     val_lines = read_corpus(cfg.corpus, "validation")
     model = load_base(cfg.base, cfg.diffusion)
+    if cfg.keep_layers:
+        keep_first_layers(model, cfg.keep_layers)
     for p in model.parameters():
         p.requires_grad_(True)
     train = chunk_corpus(train_lines, model.tokenizer, cfg.seq_len, cfg.max_train_chunks)

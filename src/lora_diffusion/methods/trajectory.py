@@ -30,11 +30,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..backbone import DiffusionLM
+from ..backbone import DiffusionLM, layer_stack
 from ..config import require
 from .conditioning import LayerMix, SeparateEncoder, TimestepEmbedding, TrunkPoolEncoder
 from .trajectory_bank import PhaseBank, nuclear_norm, orthogonality, phase_index
-from .trajectory_deep import DeepSites, layer_stack, resolve_layers
+from .trajectory_deep import DeepSites, resolve_layers
 
 Tensor = torch.Tensor
 PHASES = ("early", "mid", "late")

@@ -27,20 +27,6 @@ from .trajectory_bank import PhaseBank
 Tensor = torch.Tensor
 
 
-def layer_stack(trunk: nn.Module) -> nn.ModuleList:
-    """The trunk's stack of transformer layers: its largest ``nn.ModuleList`` whose children are
-    all of one class (BERT's ``encoder.layer``, Llama's ``layers``, GPT-2's ``h``, LLaDA's
-    ``blocks`` ...)."""
-    best: nn.ModuleList | None = None
-    for module in trunk.modules():
-        if isinstance(module, nn.ModuleList) and len(module) and len({type(m) for m in module}) == 1:
-            if best is None or len(module) > len(best):
-                best = module
-    if best is None:
-        raise ConfigError(f"deep_layers: cannot find the layer stack of a {type(trunk).__name__}", field="deep_layers")
-    return best
-
-
 def resolve_layers(layers: list[int], num_layers: int) -> list[int]:
     """0-based layer indices (negatives from the end), checked, sorted and unique."""
     out = set()
