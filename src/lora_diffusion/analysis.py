@@ -29,6 +29,7 @@ import torch
 from .data.encoding import pad_collate
 from .diffusion import forward_mask, get_schedule, mask_probability
 from .methods.trajectory import PHASES, TrajectoryModel, phase_index
+from .prompt_cache import prompt_layout
 
 
 def effective_rank(singular_values: torch.Tensor) -> float:
@@ -67,7 +68,8 @@ def collect_deltas(model: TrajectoryModel, data, batch_size: int = 32, seed: int
             steps = pool[torch.randint(len(pool), (gmask.shape[0],), generator=gen)]
             x_t, _ = forward_mask(batch["input_ids"], gmask, mask_probability(schedule, steps, T),
                                   backbone.mask_token_id, gen)
-            delta = model.delta(x_t, batch["attention_mask"], steps, instr)
+            with prompt_layout(backbone, gmask, batch["attention_mask"]):
+                delta = model.delta(x_t, batch["attention_mask"], steps, instr)
             out[name].append(delta[gmask].float())
     return {p: torch.cat(v) for p, v in out.items() if v}
 
@@ -108,7 +110,8 @@ def step_deltas(model: TrajectoryModel, data, steps_of_phase: list[int], batch_s
             steps = torch.full((x0.shape[0],), t, dtype=torch.long)
             masked = gmask & (u < mask_probability(schedule, steps, T)[:, None])
             x_t = torch.where(masked, torch.full_like(x0, backbone.mask_token_id), x0)
-            per_step.append(model.delta(x_t, batch["attention_mask"], steps, instr)[gmask].float())
+            with prompt_layout(backbone, gmask, batch["attention_mask"]):
+                per_step.append(model.delta(x_t, batch["attention_mask"], steps, instr)[gmask].float())
         out.append(torch.stack(per_step, dim=1))
     return torch.cat(out)
 

@@ -8,6 +8,8 @@ The adapter directory records how its training rows were laid out (``task_format
 ``adapter_config.json``: response budget, prompt budget, end token, label words, template),
 so prompts are encoded exactly as in training; every option of the sampler
 (``GenerationOptions``) applies, and the method's perturbation runs at every reverse step.
+The prompt attention the adapter was trained with (``prompt_attention``, recorded with it) is
+the default; ``GenerationOptions(prompt_attention=...)`` overrides it.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ class Pipeline:
                                              options.seed).regions)
 
     def sampler(self, options: GenerationOptions):
-        return options.sampler(unwrap_backbone(self.model).diffusion.num_steps)
+        """The sampler for ``options`` on this model: its T and, unless given, its own prompt attention."""
+        backbone = unwrap_backbone(self.model)
+        return options.sampler(backbone.diffusion.num_steps, backbone.prompt_attention)
 
     def decode(self, data: EncodedExamples, regions: list[list[int]]) -> list[str]:
         ids = torch.tensor(regions) if regions else torch.zeros(0, 0, dtype=torch.long)

@@ -49,7 +49,15 @@ class TimeEmbedding(nn.Module):
 
 
 class DiffusionLM(nn.Module):
-    """A masked diffusion LM over a transformers model of one of ``FAMILIES`` and its tokenizer."""
+    """A masked diffusion LM over a transformers model of one of ``FAMILIES`` and its tokenizer.
+
+    ``prompt_attention``: how the model attends, as trained (``prompt_cache.py``): "prefix" (prompt
+    queries see only prompt keys; each call's rows announce their prompt lengths ``prompt_len``
+    (B,) through ``prompt_cache.prompt_layout``), "full", or "" (a bare base: nothing recorded,
+    full attention). Set by ``finetune`` and by loading an adapter."""
+
+    prompt_attention = ""
+    prompt_len: Tensor | None = None
 
     def __init__(self, mlm: nn.Module, tokenizer, diffusion: DiffusionConfig | None = None, family: str = "masked"):
         super().__init__()
@@ -116,7 +124,9 @@ class DiffusionLM(nn.Module):
     def _trunk_forward(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor | None,
                        all_layers: bool = False):
         kwargs: dict = {}
-        if self.family == "a2d":  # a causal LM, run bidirectionally
+        if self.prompt_attention == "prefix":
+            attention_mask = self._prefix_mask(attention_mask)
+        elif self.family == "a2d":  # a causal LM, run bidirectionally
             attention_mask = full_attention_mask(attention_mask, self.mlm.get_input_embeddings().weight.dtype)
         if self.family == "diffusion" or all_layers:  # LLaDA's inner model returns logits: take its last state
             kwargs["output_hidden_states"] = True
@@ -133,6 +143,16 @@ class DiffusionLM(nn.Module):
         else:
             last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return (last, tuple(out.hidden_states)) if all_layers else last
+
+    def _prefix_mask(self, attention_mask: Tensor) -> Tensor:
+        """(B, L) padding mask -> the (B, 1, L, L) prefix mask of ``prompt_cache.attention_bias``."""
+        from .prompt_cache import attention_bias
+
+        if self.prompt_len is None or self.prompt_len.shape[0] != attention_mask.shape[0]:
+            raise RuntimeError("prompt_attention: this model attends with prefix prompt attention and needs each row's "
+                               "prompt length: run the call inside prompt_cache.prompt_layout(backbone, "
+                               "generate_mask, attention_mask)")
+        return attention_bias(attention_mask, self.prompt_len, self.mlm.get_input_embeddings().weight.dtype)
 
     def head(self, hidden: Tensor) -> Tensor:
         """Output head on hidden states (..., D) -> logits (..., V)."""

@@ -106,12 +106,13 @@ def run_evaluate(cfg: EvaluateConfig, pipe: Pipeline | None = None) -> dict[str,
     if words and not prepared.label_words:
         examples = with_labels(examples, words, cfg.data_file)
     data = tokenize_examples(examples, tok, fmt, words or None)
-    scored = evaluate_encoded(pipe.model, data, prepared.metric, pipe.sampler(cfg.sampling),
-                              cfg.sampling.batch_size, cfg.sampling.seed)
+    sampler = pipe.sampler(cfg.sampling)  # the adapter's own prompt attention unless one is given
+    scored = evaluate_encoded(pipe.model, data, prepared.metric, sampler, cfg.sampling.batch_size, cfg.sampling.seed)
     predictions = scored.pop("predictions")
     result = {"config": to_dict(cfg), "adapter": cfg.adapter or None, "base": cfg.base or None,
               "data": prepared.describe(), "rows": data.counts(), "response_format": to_dict(data.format),
-              "sampler": to_dict(cfg.sampling), **scored, **provenance(cfg.sampling.seed)}
+              "sampler": {**to_dict(cfg.sampling), "prompt_attention": sampler.prompt_attention},  # as resolved
+              **scored, **provenance(cfg.sampling.seed)}
     write_predictions(out / PREDICTIONS_FILE, predictions)
     atomic_write_json(out / METRICS_FILE, result)
     return result

@@ -21,6 +21,7 @@ from .diffusion import (
     token_nll,
 )
 from .diffusion.schedules import time_for_mask_rate
+from .prompt_cache import prompt_layout
 
 
 def _batches(data, batch_size: int):
@@ -32,10 +33,18 @@ def _batches(data, batch_size: int):
 def _forward(model, batch, x_t, steps, masked):
     """Logits at ``masked``; rows that carry an ``instruction_mask`` (a clean instruction prefix,
     see ``forgetting.py``) pass it on, so a method conditioned on the instruction sees it
-    (a bare ``DiffusionLM`` ignores it)."""
+    (a bare ``DiffusionLM`` ignores it). A model trained with prefix prompt attention gets each
+    row's prompt length (``prompt_cache.prompt_layout``)."""
     device = x_t.device
     extra = {"instruction_mask": batch["instruction_mask"].to(device).bool()} if "instruction_mask" in batch else {}
-    return model(x_t, batch["attention_mask"].to(device), steps, select=masked, **extra)
+    attn = batch["attention_mask"].to(device)
+    if "generate_mask" in batch:
+        gen = batch["generate_mask"].to(device).bool()
+    else:  # plain text: everything after the start token is text (the prompt is the start token)
+        gen = attn.bool().clone()
+        gen[:, 0] = False
+    with prompt_layout(unwrap_backbone(model), gen, attn):  # a model trained with prefix prompt attention
+        return model(x_t, attn, steps, select=masked, **extra)
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from .data.encoding import EncodedExamples, ResponseFormat, pad_collate, tokeniz
 from .data.examples import task_names
 from .data.records import DataFileConfig
 from .data.sources import Prepared, resolve_data, subsample
+from .diffusion.sampler import PROMPT_ATTENTION
 from .diffusion.schedules import SCHEDULES
 from .generation import GenerationOptions, denoising_accuracy
 from .hub import load_base
@@ -127,6 +128,7 @@ class FinetuneConfig:
     validation_rows: int = 0  # held out of train (seeded) for model selection; never the reported split
     diffusion_steps: int = 0  # T for training and sampling (0: the base's own)
     diffusion_schedule: str = ""  # noise schedule ("": the base's own)
+    prompt_attention: str = "full"  # or "prefix": prompt positions attend only to the prompt (prompt_cache.py)
     response: ResponseFormat = field(default_factory=ResponseFormat)
     sampling: GenerationOptions = field(default_factory=GenerationOptions)
     classification_head: bool = True  # the third accuracy: a linear head trained with the method
@@ -157,6 +159,7 @@ class FinetuneConfig:
         require(self.diffusion_steps >= 0, "diffusion_steps", f"must be >= 0, got {self.diffusion_steps}")
         require(not self.diffusion_schedule or self.diffusion_schedule in SCHEDULES, "diffusion_schedule",
                 f"unknown schedule {self.diffusion_schedule!r}; choose from {sorted(SCHEDULES)}")
+        self._check_attention()
         require(not self.train.select_metric or self.validation_rows > 0, "train.select_metric",
                 "model selection needs a validation split carved from train: set validation_rows > 0")
         require(self.head_loss_weight >= 0, "head_loss_weight", f"must be >= 0, got {self.head_loss_weight}")
@@ -177,12 +180,26 @@ class FinetuneConfig:
                 f"unknown metric {self.metric!r}; known: {sorted(METRIC_NAMES)}")
         for name in ("max_train_rows", "eval_rows", "validation_rows"):
             require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        self._check_attention()
+
+    def _check_attention(self) -> None:
+        require(self.prompt_attention in PROMPT_ATTENTION, "prompt_attention",
+                f"must be one of {list(PROMPT_ATTENTION)}, got {self.prompt_attention!r}")
 
     def data_source(self, tokenizer=None, max_positions: int = 512, need_train: bool = True) -> Prepared:
         return resolve_data(task="" if self.data_file else self.task, data_dir=self.data_dir,
                             data_root=self.data_root, data_file=self.data_file, eval_file=self.eval_file,
                             eval_split=self.eval_split, file_cfg=self.data, metric=self.metric, fmt=self.response,
                             tokenizer=tokenizer, max_positions=max_positions, need_train=need_train)
+
+
+def set_prompt_attention(backbone: DiffusionLM, attention: str) -> None:
+    """Train (and score) ``backbone`` with this prompt attention (``prompt_cache.py``): checked
+    against its family (one line naming ``prompt_attention``), recorded with the adapter."""
+    from .prompt_cache import check_attention
+
+    check_attention(backbone, attention)
+    backbone.prompt_attention = attention
 
 
 def split_validation(rows: list, count: int, seed: int) -> tuple[list, list]:
@@ -236,6 +253,8 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
         return {**json.loads((Path(cfg.output_dir) / FINISHED).read_text()), "already_finished": True}
     backbone = load_base(cfg.base)
     backbone.set_process(cfg.diffusion_steps, cfg.diffusion_schedule)
+    set_prompt_attention(backbone, cfg.prompt_attention)
+    sampler = cfg.sampling.sampler(backbone.diffusion.num_steps, backbone.prompt_attention)  # refused before training
     tok, positions = backbone.tokenizer, max_positions(backbone)
     prepared = cfg.data_source(tok, positions)
     seed = cfg.train.seed
@@ -246,8 +265,8 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
     labels = len(prepared.label_words) if (cfg.classification_head and prepared.kind == "classification") else 0
     model, fingerprint = build_method_model(backbone, cfg.method, cfg.method_options, seed=seed,
                                             num_labels=labels, head_weight=cfg.head_loss_weight)
-    scorer = (validation_scorer(val, prepared.metric, cfg.sampling.sampler(backbone.diffusion.num_steps),
-                                cfg.sampling.batch_size, seed) if val is not None and cfg.train.eval_every else None)
+    scorer = (validation_scorer(val, prepared.metric, sampler, cfg.sampling.batch_size, seed)
+              if val is not None and cfg.train.eval_every else None)
     summary = finetune(model, train, cfg.train, cfg.output_dir, fingerprint, resume=resume, overwrite=overwrite,
                        progress=progress, run_config=to_dict(cfg), adapter_extra={"task_format": task_format(prepared, cfg)},
                        evaluate=scorer)
@@ -288,7 +307,7 @@ def _evaluate_and_record(cfg: FinetuneConfig, prepared: Prepared, model, summary
     """The reported split's metrics and predictions, validation, and ``result.json`` (last)."""
     backbone = unwrap_backbone(model)
     tok, positions, seed = backbone.tokenizer, max_positions(backbone), cfg.train.seed
-    sampler = cfg.sampling.sampler(backbone.diffusion.num_steps)
+    sampler = cfg.sampling.sampler(backbone.diffusion.num_steps, backbone.prompt_attention)
     bs, out = cfg.sampling.batch_size, Path(cfg.output_dir)
     probe = encode_for(prepared, train_ex[: 1000 if prepared.kind == "classification" else 200], tok, positions)
     result = {"config": to_dict(cfg), "task": prepared.describe(), "train_rows": len(train),

@@ -28,10 +28,19 @@ import torch
 from .config import ConfigError, to_dict
 from .data.encoding import EncodedExamples, pad_collate
 from .data.sources import Prepared, resolve_data, subsample
-from .finetune import FINISHED, OUTPUTS, build_method_model, encode_for, finetune, max_positions
+from .finetune import (
+    FINISHED,
+    OUTPUTS,
+    build_method_model,
+    encode_for,
+    finetune,
+    max_positions,
+    set_prompt_attention,
+)
 from .hub import load_base
 from .methods.persistence import load_method
 from .methods.router import router_accuracy
+from .prompt_cache import prompt_layout
 from .runs import prepare_run
 from .scoring import evaluate_encoded, write_predictions
 from .utils.io import atomic_write_json
@@ -101,7 +110,8 @@ def router_accuracy_on(model, data: EncodedExamples, task_id: int, batch_size: i
         batch = pad_collate([data[i] for i in range(lo, min(lo + batch_size, len(data)))], backbone.pad_token_id)
         x = batch["input_ids"].masked_fill(batch["generate_mask"].bool(), backbone.mask_token_id)
         steps = torch.full((x.shape[0],), backbone.diffusion.num_steps)
-        hidden = backbone.hidden_states(x, batch["attention_mask"], steps)
+        with prompt_layout(backbone, batch["generate_mask"], batch["attention_mask"]):
+            hidden = backbone.hidden_states(x, batch["attention_mask"], steps)
         w = model.router.weights(hidden, batch["instruction_mask"].bool())
         hits += router_accuracy(w, torch.full((x.shape[0],), task_id)) * x.shape[0]
         total += x.shape[0]
@@ -116,6 +126,8 @@ def run_multitask_finetune(cfg, resume: bool = False, progress: bool = True, ove
         return {**json.loads((Path(cfg.output_dir) / FINISHED).read_text()), "already_finished": True}
     backbone = load_base(cfg.base)
     backbone.set_process(cfg.diffusion_steps, cfg.diffusion_schedule)
+    set_prompt_attention(backbone, cfg.prompt_attention)
+    cfg.sampling.sampler(backbone.diffusion.num_steps, cfg.prompt_attention)  # a bad combination: refused now
     tok, positions = backbone.tokenizer, max_positions(backbone)
     sources = task_sources(cfg, tok, positions)
     names = list(sources)
@@ -129,6 +141,7 @@ def run_multitask_finetune(cfg, resume: bool = False, progress: bool = True, ove
             raise ConfigError(f"init_adapters: {directory} holds a {source.method!r} method, not a trajectory "
                               "adapter", field="init_adapters")
         model.adapters[name].load_state_dict(source.adapter.state_dict())
+    backbone.prompt_attention = cfg.prompt_attention  # loading an init adapter restored its own
     train_parts, dev_parts = [], {}
     for k, (name, prepared) in enumerate(sources.items()):
         rows = prepared.train[: cfg.max_train_rows or None]
@@ -149,7 +162,7 @@ def _score(cfg, model, sources: dict[str, Prepared], dev_parts: dict[str, Encode
            train_rows: int) -> dict[str, Any]:
     model.eval()
     out, seed = Path(cfg.output_dir), cfg.train.seed
-    sampler = cfg.sampling.sampler(model.backbone.diffusion.num_steps)
+    sampler = cfg.sampling.sampler(model.backbone.diffusion.num_steps, model.backbone.prompt_attention)
     modes = list(dict.fromkeys([model.cfg.mode, "uniform", "oracle"]))
     names = list(sources)
     per_task: dict[str, dict[str, Any]] = {}

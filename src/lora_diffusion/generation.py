@@ -10,7 +10,9 @@ position (``methods/head.py``); no extra trunk pass.
 Prompt caching (``SamplerConfig.prompt_cache`` / ``prompt_attention``): ``generate`` checks the
 backbone and method (``prompt_cache.check_support``: one-line ``ConfigError``), then routes the
 trunk through a per-batch ``prompt_cache.PromptCache`` for the reverse run, telling it the rows
-of every call; the method's hook still runs on the returned (B, L, D) hidden states.
+of every call; the method's hook still runs on the returned (B, L, D) hidden states. A model
+trained with prefix prompt attention (``DiffusionLM.prompt_attention``) is always routed so, with
+the attention ``cfg`` names (``GenerationOptions.sampler`` resolves it: by default the model's own).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from .diffusion.sampler import (
     sample,
 )
 from .methods.head import anchor_mask, head_of, head_predictions
-from .prompt_cache import PromptCache, check_support, installed
+from .prompt_cache import PromptCache, check_support, installed, prompt_layout
 
 
 @torch.no_grad()
@@ -64,7 +66,7 @@ def generate(
     anchors = anchor_mask(gen_mask)
     recorded = torch.zeros(gen_mask.shape[0], backbone.hidden_size, device=device) if record_anchor else None
     cache = None
-    if cfg.prompt_cache != "none" or cfg.prompt_attention != "full":
+    if cfg.prompt_cache != "none" or cfg.prompt_attention != "full" or backbone.prompt_attention == "prefix":
         check_support(model, backbone, cfg.prompt_cache, cfg.prompt_attention)
         cache = PromptCache(backbone, gen_mask, per_row["attention_mask"], cfg.prompt_cache, cfg.prompt_attention)
 
@@ -111,7 +113,12 @@ class GenerationOptions:
 
     ``prompt_cache``: none, exact (reuse the prompt's keys/values at every call; needs
     ``prompt_attention="prefix"``, where prompt queries see only prompt keys) or approximate
-    (refresh them at each semi-AR block's first call; stale in between). ``prompt_cache.py``."""
+    (refresh them at each semi-AR block's first call; stale in between). ``prompt_cache.py``.
+
+    ``prompt_attention``: full, prefix, or "" (default): the model's own, as trained and recorded
+    with its adapter (``finetune --set prompt_attention=prefix``); on a bare base (nothing
+    recorded) full, or prefix with ``exact``. ``exact`` on a model trained with full attention needs
+    an explicit ``prefix`` (``resolved_attention``)."""
 
     num_steps: int = 0
     remasking: str = "random"
@@ -123,7 +130,7 @@ class GenerationOptions:
     threshold: float = 0.9
     tokens_per_call: int = 2
     prompt_cache: str = "none"
-    prompt_attention: str = "full"
+    prompt_attention: str = ""  # "": the model's own (resolved_attention)
     response_length: int = 0
     batch_size: int = 32
     seed: int = 0
@@ -141,19 +148,37 @@ class GenerationOptions:
                 f"must be an integer >= 1, got {self.tokens_per_call!r}")
         require(self.prompt_cache in PROMPT_CACHE, "prompt_cache",
                 f"must be one of {list(PROMPT_CACHE)}, got {self.prompt_cache!r}")
-        require(self.prompt_attention in PROMPT_ATTENTION, "prompt_attention",
-                f"must be one of {list(PROMPT_ATTENTION)}, got {self.prompt_attention!r}")
-        require(self.prompt_cache != "exact" or self.prompt_attention == "prefix", "prompt_cache",
+        require(self.prompt_attention in ("", *PROMPT_ATTENTION), "prompt_attention",
+                f"must be one of {list(PROMPT_ATTENTION)} (or empty: the model's own), got {self.prompt_attention!r}")
+        require(self.prompt_cache != "exact" or self.prompt_attention != "full", "prompt_cache",
                 "'exact' needs prompt_attention=prefix (under full attention the prompt sees the response)")
         require(self.response_length >= 0, "response_length", f"must be >= 0, got {self.response_length}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
 
-    def sampler(self, default_steps: int) -> SamplerConfig:
+    def resolved_attention(self, model_attention: str = "") -> str:
+        """The prompt attention to sample with: the one given, else ``model_attention`` (the
+        model's own, ``DiffusionLM.prompt_attention``; "" a bare base, which records none). With
+        ``exact`` caching and none given: prefix, refused on a model trained with full attention."""
+        if self.prompt_attention:
+            return self.prompt_attention
+        if self.prompt_cache == "exact":
+            require(model_attention != "full", "prompt_cache",
+                    "'exact' needs prefix prompt attention, but this model is trained with full attention (its "
+                    "prompt attends to the response), so prefix attention would be another function than the "
+                    "trained one: give prompt_attention=prefix (--prompt-attention prefix) to accept that, use "
+                    "approximate caching, or train with prompt_attention=prefix")
+            return "prefix"
+        return model_attention or "full"
+
+    def sampler(self, default_steps: int, model_attention: str = "") -> SamplerConfig:
+        """The ``SamplerConfig`` for a model with ``default_steps`` T and prompt attention
+        ``model_attention`` (``resolved_attention``)."""
         return SamplerConfig(num_steps=self.num_steps or default_steps, temperature=self.temperature,
                              greedy=self.greedy, top_k=self.top_k, strategy=REMASKING[self.remasking],
                              block_length=self.block_length, parallel=self.parallel,
                              threshold=float(self.threshold), tokens_per_call=self.tokens_per_call,
-                             prompt_cache=self.prompt_cache, prompt_attention=self.prompt_attention)
+                             prompt_cache=self.prompt_cache,
+                             prompt_attention=self.resolved_attention(model_attention))
 
 
 @dataclass
@@ -173,7 +198,8 @@ def reverse_run(model: torch.nn.Module, data, cfg: SamplerConfig | None = None, 
     import time
 
     backbone = unwrap_backbone(model)
-    cfg = cfg or SamplerConfig(num_steps=backbone.diffusion.num_steps, greedy=True)
+    cfg = cfg or SamplerConfig(num_steps=backbone.diffusion.num_steps, greedy=True,
+                               prompt_attention=backbone.prompt_attention or "full")
     head = head_of(model) if len(data) and "label" in data[0] else None
     gen = torch.Generator().manual_seed(seed)
     regions: list[list[int]] = []
@@ -235,10 +261,11 @@ def denoising_accuracy(model: torch.nn.Module, data, batch_size: int = 32, seed:
         x0, gmask = batch["input_ids"].to(device), batch["generate_mask"].to(device).bool()
         steps = sample_steps(x0.shape[0], T, gen).to(device)
         x_t, masked = forward_mask(x0, gmask, mask_probability(schedule, steps, T), backbone.mask_token_id, gen)
-        instr = batch.get("instruction_mask")
-        logits = model(x_t, batch["attention_mask"].to(device), steps, select=masked,
-                       instruction_mask=None if instr is None else instr.to(device).bool(),
-                       **({"task_ids": batch["task_ids"].to(device)} if "task_ids" in batch else {}))
+        instr, attn = batch.get("instruction_mask"), batch["attention_mask"].to(device)
+        with prompt_layout(backbone, gmask, attn):  # the model's own prompt attention, as in training
+            logits = model(x_t, attn, steps, select=masked,
+                           instruction_mask=None if instr is None else instr.to(device).bool(),
+                           **({"task_ids": batch["task_ids"].to(device)} if "task_ids" in batch else {}))
         correct += int((logits.argmax(-1) == x0[masked]).sum())
         total += int(masked.sum())
     return {"accuracy": correct / max(total, 1), "masked_tokens": total}

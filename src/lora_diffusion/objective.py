@@ -12,6 +12,7 @@ from .backbone import unwrap_backbone
 from .config import DiffusionConfig
 from .diffusion import diffusion_loss, forward_mask, get_schedule, mask_probability, sample_steps
 from .methods.head import head_loss, head_of
+from .prompt_cache import prompt_layout
 
 Tensor = torch.Tensor
 
@@ -24,7 +25,10 @@ class DiffusionObjective:
     optionally ``instruction_mask`` (B, L) (the clean instruction prefix c). A method model
     with a ``regularization()`` method adds sum_j lambda_j R_j to the loss; each term is logged.
     A model with a classification head (``cls_head``) and a batch with ``label`` (B,) add the
-    head's cross-entropy at the masked anchors times ``cls_head_weight`` (``methods/head.py``)."""
+    head's cross-entropy at the masked anchors times ``cls_head_weight`` (``methods/head.py``).
+    Under the backbone's ``prompt_attention="prefix"`` (``finetune``'s option) each row's prompt,
+    every position before its first ``generate_mask`` position, attends only to itself, with the
+    mask generation uses (``prompt_cache.py``)."""
 
     def __init__(self, diffusion: DiffusionConfig):
         self.diffusion = diffusion
@@ -45,7 +49,9 @@ class DiffusionObjective:
         extra = {"task_ids": batch["task_ids"]} if "task_ids" in batch else {}  # mixed-task batches
         if head is not None:
             extra["return_hidden"] = True
-        out = model(x_t, attn, steps, select=masked, instruction_mask=None if instr is None else instr.bool(), **extra)
+        with prompt_layout(backbone, gen, attn):  # prefix prompt attention: the prompt is every position before gen
+            out = model(x_t, attn, steps, select=masked, instruction_mask=None if instr is None else instr.bool(),
+                        **extra)
         logits, hidden = out if head is not None else (out, None)
         row_of = masked.nonzero()[:, 0]
         loss = diffusion_loss(

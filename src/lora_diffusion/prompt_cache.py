@@ -12,8 +12,12 @@ Prompt attention (``prompt_attention``), an additive mask M (B, 1, L, L), 0 or d
 - ``prefix``: M[i, q, k] = 0 iff k is real and (q >= p_i or k < p_i): prompt queries see only
   prompt keys, every other query sees everything. Then at every layer l the prompt's hidden
   states h^l[i, :p_i], hence its keys K^l and values V^l, are functions of the prompt alone:
-  constant over reverse steps. (A model trained with full attention computes a different
-  function under ``prefix``; the training objective does not apply it in this version.)
+  constant over reverse steps. A model trained with full attention computes a different
+  function under ``prefix``: train with it (``finetune --set prompt_attention=prefix``), and the
+  training forward applies the same mask (``prompt_layout`` announces each row's p_i to
+  ``DiffusionLM._trunk_forward``, which builds ``attention_bias``); the adapter records it
+  (``prompt_attention`` in ``adapter_config.json``, absent: ``full``) and generation uses it
+  unless told otherwise.
 
 Modes (``prompt_cache``):
 
@@ -38,6 +42,11 @@ Modes (``prompt_cache``):
 The method's perturbation still runs at every call: it acts on the returned h (b, L, D)
 (trajectory adapters pool Enc(c) over the prompt positions of h), and weight-space methods
 (LoRA, adapters, BitFit, full) live inside the trunk that runs the suffix.
+
+Which attention a generation uses (``GenerationOptions.prompt_attention``): the one the user gives,
+else the model's own (its adapter's record; ``DiffusionLM.prompt_attention``); a bare base records
+none, and there ``exact`` implies ``prefix``. ``exact`` on a model trained with full attention is
+refused unless ``prefix`` is given explicitly (it would evaluate another function than the trained one).
 
 Supported: the a2d family (causal LMs run bidirectionally through a 4D mask: llama, qwen2,
 qwen3, mistral, gpt2) and BERT-style masked LMs (bert, roberta, xlm-roberta, electra), whose
@@ -90,6 +99,38 @@ def attention_bias(attention_mask: Tensor, prompt_len: Tensor | None, dtype: tor
         keep = keep & ((pos[None, None, :, None] >= p) | (pos[None, None, None, :] < p))
     zero = torch.zeros((), dtype=dtype, device=attention_mask.device)
     return torch.where(keep, zero, torch.finfo(dtype).min)
+
+
+def check_attention(backbone, attention: str, name: str = "prompt_attention") -> None:
+    """Refuse, with one line naming ``name``, a prompt attention the backbone's trunk cannot take:
+    ``prefix`` needs a family whose trunk consumes a 4D additive mask (``A2D_TYPES``,
+    ``MASKED_TYPES``). Used for training (``finetune``) and when an adapter is loaded."""
+    if attention not in ATTENTION:
+        raise ConfigError(f"{name}: must be one of {list(ATTENTION)}, got {attention!r}", field=name)
+    if attention == "full":
+        return
+    kind = getattr(backbone.mlm.config, "model_type", "?")
+    supported = () if backbone.family == "diffusion" else MASKED_TYPES if backbone.family == "masked" else A2D_TYPES
+    if kind not in supported:
+        raise ConfigError(f"{name}: prefix prompt attention needs a trunk that takes a 4D attention mask; {kind!r} "
+                          f"({backbone.family} family) does not; supported: {', '.join(MASKED_TYPES + A2D_TYPES)}",
+                          field=name)
+
+
+@contextmanager
+def prompt_layout(backbone, generate_mask: Tensor, attention_mask: Tensor):
+    """For the model calls inside, tell ``backbone`` (under ``prefix`` prompt attention) each
+    row's prompt length p_i (``prompt_lengths``), which ``DiffusionLM._trunk_forward`` needs to
+    build the prefix mask; under ``full`` attention nothing changes."""
+    if getattr(backbone, "prompt_attention", "") != "prefix":
+        yield
+        return
+    saved = backbone.prompt_len
+    backbone.prompt_len = prompt_lengths(generate_mask.bool(), attention_mask)
+    try:
+        yield
+    finally:
+        backbone.prompt_len = saved
 
 
 def check_support(model: torch.nn.Module, backbone, mode: str, attention: str) -> None:

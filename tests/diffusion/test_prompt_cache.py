@@ -195,7 +195,7 @@ def test_cli_flags_round_trip(tmp_path, capsys):
     p = argparse.ArgumentParser()
     add_sampling(p)
     over = sampling_overrides(p.parse_args(["--prompt-cache", "exact"]))
-    assert over == {"sampling.prompt_cache": "exact", "sampling.prompt_attention": "prefix"}
+    assert over == {"sampling.prompt_cache": "exact"}  # the attention is the model's own (a bare base: prefix)
     cfg = load_config(GenerateConfig, None, {"base": "b", "prompts": ["x"], **over})
     sampler = cfg.sampling.sampler(50)
     assert (sampler.prompt_cache, sampler.prompt_attention) == ("exact", "prefix")

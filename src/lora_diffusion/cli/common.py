@@ -34,10 +34,11 @@ def add_sampling(p: argparse.ArgumentParser, prefix: str = "sampling.") -> None:
     g.add_argument("--tokens-per-call", type=int, dest=f"{prefix}tokens_per_call", metavar="K",
                    help="tokens revealed per model call with --parallel fixed (default 2; implies it)")
     g.add_argument("--prompt-cache", dest=f"{prefix}prompt_cache", choices=["none", "exact", "approximate"],
-                   help="reuse the prompt's keys/values across model calls: exact (implies --prompt-attention "
-                        "prefix) or approximate (refreshed per --block-length block); default none")
+                   help="reuse the prompt's keys/values across model calls: exact (prefix attention: the "
+                        "model's own if it was trained so, else give --prompt-attention prefix) or approximate "
+                        "(refreshed per --block-length block); default none")
     g.add_argument("--prompt-attention", dest=f"{prefix}prompt_attention", choices=["full", "prefix"],
-                   help="prefix: prompt positions attend only to the prompt (default full)")
+                   help="prefix: prompt positions attend only to the prompt (default: as the adapter was trained)")
     g.add_argument("--response-length", type=int, dest=f"{prefix}response_length", metavar="N",
                    help="response positions, end token included (default: the adapter's budget)")
     g.add_argument("--batch-size", type=int, dest=f"{prefix}batch_size", metavar="N")
@@ -46,8 +47,10 @@ def add_sampling(p: argparse.ArgumentParser, prefix: str = "sampling.") -> None:
 
 def sampling_overrides(args: argparse.Namespace, prefix: str = "sampling.") -> dict[str, object]:
     """The sampling flags that were given; a temperature turns greedy decoding off, and
-    ``--threshold`` / ``--tokens-per-call`` without ``--parallel`` select that mode;
-    ``--prompt-cache exact`` without ``--prompt-attention`` selects prefix attention."""
+    ``--threshold`` / ``--tokens-per-call`` without ``--parallel`` select that mode.
+    ``--prompt-cache exact`` without ``--prompt-attention`` leaves the attention to the model
+    (``GenerationOptions.resolved_attention``): prefix, refused on an adapter trained with full
+    attention."""
     out = {k: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
     if out.get(f"{prefix}temperature") is not None:
         out[f"{prefix}greedy"] = False
@@ -58,8 +61,6 @@ def sampling_overrides(args: argparse.Namespace, prefix: str = "sampling.") -> d
             raise ConfigError("--threshold and --tokens-per-call select different parallel modes; "
                               "give --parallel threshold or --parallel fixed")
         out[f"{prefix}parallel"] = implied[0]
-    if out.get(f"{prefix}prompt_cache") == "exact":
-        out.setdefault(f"{prefix}prompt_attention", "prefix")
     return out
 
 

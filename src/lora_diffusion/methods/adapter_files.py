@@ -14,7 +14,7 @@ from ..config import ConfigError, DiffusionConfig, from_dict
 
 CONFIG_FILE = "adapter_config.json"
 KNOWN_FIELDS = ("method", "config", "num_steps", "diffusion", "base_fingerprint", "base_source", "task_format",
-                "classification_head", "files_sha256")
+                "classification_head", "files_sha256", "prompt_attention")
 FINGERPRINT = {"model_type": str, "hidden_size": int, "vocab_size": int, "num_layers": int, "weights_sha256": str}
 
 

@@ -11,6 +11,10 @@ format to ``peft/`` (``PeftModel.from_pretrained`` reads it).
 (``files_sha256``: the trained tensors, full fine-tuning's ``model/`` weights, the ``peft/``
 copy); loading checks them, and checks every field of the config (``adapter_files``), so a
 damaged file or an edited config is one line naming the file (and the field).
+
+``prompt_attention`` ("full" or "prefix", ``prompt_cache.py``) records how the model attended in
+training; loading restores it on the backbone (an adapter saved without it: "full"), and
+generation uses it unless told otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from ..backbone import DiffusionLM, unwrap_backbone
 from ..config import to_dict
+from ..diffusion.sampler import PROMPT_ATTENTION
 from ..hub import load_base, save_base
 from ..utils.integrity import hash_files, verify_files
 from ..utils.io import atomic_directory, read_json
@@ -79,6 +84,7 @@ def save_method(model: torch.nn.Module, directory: str | Path, fingerprint: dict
         "diffusion": to_dict(backbone.diffusion),
         "base_fingerprint": fingerprint or base_fingerprint(backbone),
         "base_source": getattr(backbone, "source", None),
+        "prompt_attention": backbone.prompt_attention or "full",
         **(extra or {}),
     }
     if head is not None:
@@ -106,7 +112,13 @@ def read_adapter_config(directory: str | Path) -> dict[str, Any]:
         raise AdapterError(f"{directory}: is a file; give the adapter directory (holding {CONFIG_FILE})")
     if not path.is_file():
         raise AdapterError(f"no {CONFIG_FILE} in {directory}")
-    return validate_adapter_config(read_json(path, AdapterError), path)
+    meta = read_json(path, AdapterError)
+    attention = meta.pop("prompt_attention", "full") if isinstance(meta, dict) else "full"  # older adapters: full
+    meta = validate_adapter_config(meta, path)
+    if attention not in PROMPT_ATTENTION:
+        raise AdapterError(f"{path}: field 'prompt_attention': must be one of {list(PROMPT_ATTENTION)}, "
+                           f"got {attention!r}")
+    return {**meta, "prompt_attention": attention}
 
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -144,6 +156,21 @@ def check_base(saved: dict[str, Any], backbone: DiffusionLM, directory: Path) ->
         )
 
 
+def _restore_attention(backbone: DiffusionLM, attention: str, directory: Path) -> None:
+    """The prompt attention the adapter was trained with, on the backbone it is loaded on."""
+    from ..config import ConfigError
+    from ..prompt_cache import check_attention
+
+    try:
+        check_attention(backbone, attention)
+    except ConfigError as err:
+        raise AdapterError(f"{directory / CONFIG_FILE}: field 'prompt_attention': {str(err).split(': ', 1)[1]}") from None
+    if backbone.prompt_attention and backbone.prompt_attention != attention:
+        log.warning("%s was trained with %s prompt attention; the backbone it is loaded on attended with %s: now %s",
+                    directory, attention, backbone.prompt_attention, attention)
+    backbone.prompt_attention = attention
+
+
 def load_method(directory: str | Path, backbone: DiffusionLM | str | None = None) -> torch.nn.Module:
     """Rebuild a saved method on ``backbone`` (a loaded base, a base path, or the recorded
     source). Full fine-tuning loads its own saved model."""
@@ -168,6 +195,7 @@ def load_method(directory: str | Path, backbone: DiffusionLM | str | None = None
         saved = meta.get("diffusion") or {}  # the T and schedule the adapter was trained with
         backbone.set_process(int(saved.get("num_steps") or 0), str(saved.get("schedule") or ""))
         model = apply_method(meta["method"], backbone, cfg)
+    _restore_attention(unwrap_backbone(model), meta["prompt_attention"], directory)
     if "classification_head" in meta:
         attach_head(model, meta["classification_head"]["num_labels"], meta["classification_head"]["weight"])
     expected = set(saved_tensors(model))
