@@ -10,7 +10,7 @@ from lora_diffusion.testing import tiny_backbone
 
 TINY = ["train_batch=2", "train_length=16", "train_rounds=1", "memory_steps=1", "batch=2", "length=16",
         "prompt=4", "num_steps=6", "tasks=2", "method_options.trajectory.ranks=[8,4,2]",
-        "method_options.lora.rank=4"]
+        "method_options.lora.rank=4", "decoding_batch=3", "decoding_settings=[threshold-0.9,fixed-4]"]
 
 
 def test_bench_cli_writes_every_figure(tmp_path, capsys):
@@ -30,11 +30,35 @@ def test_bench_cli_writes_every_figure(tmp_path, capsys):
     passes = inf["trunk_passes"]
     assert passes["event-driven"]["rows_per_sample"] <= inf["response_tokens"]
     assert passes["step-by-step"]["rows_per_sample"] == 6  # every one of the T steps
-    assert len(result["targets"]) == 7 and "git_commit" in result
+    dec = result["decoding"]
+    assert set(dec["settings"]) == {"exact", "threshold-0.9", "fixed-4"} and dec["response_tokens"] == 11
+    assert dec["settings"]["fixed-4"]["passes_per_sample"] == 3  # ceil(11 / 4), every row in every call
+    assert dec["settings"]["fixed-4"]["calls"] == 3 and dec["latency"]["setting"] == "threshold-0.9"
+    assert dec["latency"]["base"]["runs"] == 1 and dec["latency"]["noise"]["ratio"] > 0
+    assert len(result["targets"]) == 10 and "git_commit" in result
     text = (tmp_path / "out" / "bench.md").read_text()
     assert "## Targets" in text and "trajectory train step / full FT" in text
+    assert "## Parallel decoding (batch 3," in text and "Noise floor" in text
     printed = capsys.readouterr().out
-    assert printed.count("(bound ") == 7 and "bench.md" in printed
+    assert printed.count("(bound ") == 10 and "bench.md" in printed
+
+
+def test_bench_reuses_an_earlier_result_without_the_decoding_part(tmp_path):
+    from lora_diffusion.bench import BenchConfig, run_bench
+
+    save_base(tiny_backbone("bert", seed=0), tmp_path / "base")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bench.json").write_text(json.dumps({"training": {}, "memory": {}, "git_commit": "old"}))
+    small = {"base": str(tmp_path / "base"), "batch": 2, "length": 16, "prompt": 4, "num_steps": 6, "tasks": 2,
+             "rounds": 1, "decoding_batch": 2, "decoding_settings": ["fixed-4"], "output_dir": str(out),
+             "method_options": {"trajectory": {"ranks": [8, 4, 2]}, "lora": {"rank": 4}}}
+    first = run_bench(BenchConfig(**small, parts=["inference"]))  # an earlier bench.json without decoding
+    assert "decoding" not in first and first["parts_reused"] == {"training": "old", "memory": "old"}
+    both = run_bench(BenchConfig(**small, parts=["decoding"]))
+    assert set(both["parts_reused"]) == {"training", "memory", "inference"}
+    assert len(both["targets"]) == len(first["targets"]) + 3
+    assert both["decoding"]["settings"]["fixed-4"]["passes_per_sample"] == 3  # ceil(11 / 4)
 
 
 def test_bench_rejects_unknown_method(tmp_path, capsys):

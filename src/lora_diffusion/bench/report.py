@@ -11,8 +11,10 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of the performance issue: measured value, bound, met or not."""
     out = []
 
-    def add(name: str, value: float, bound: float, unit: str = "x") -> None:
-        out.append({"target": name, "value": value, "bound": bound, "unit": unit, "met": bool(value <= bound)})
+    def add(name: str, value: float, bound: float, unit: str = "x", higher: bool = False, part: str = "") -> None:
+        met = value >= bound if higher else value <= bound
+        out.append({"target": name, "value": value, "bound": bound, "unit": unit, "met": bool(met),
+                    **({"higher": True} if higher else {}), **({"part": part} if part else {})})
 
     tr, mem, inf = r.get("training", {}), r.get("memory", {}), r["inference"]
     lat = inf["latency"]
@@ -30,7 +32,40 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     add(f"mixed batch of {r['config']['tasks']} adapters / one adapter", inf["multitask"]["ratio"], 1.10)
     if "trajectory" in tr:
         add("trajectory adapter file (MB)", tr["trajectory"]["bytes_on_disk"] / 1e6, 5.0, unit=" MB")
+    if r.get("decoding"):
+        d, batch = r["decoding"], r["config"].get("decoding_batch")
+        s = d["latency"]["setting"]
+        add(f"{s} generation throughput / exact sampler (batch {batch})",
+            d["settings"][s]["throughput_vs_exact"]["ratio"], 4.0, higher=True, part="decoding")
+        add(f"trajectory generation latency / frozen base at {s} (batch {batch})",
+            d["latency"]["trajectory_vs_base"]["ratio"], 1.02, part="decoding")
+        add("noise floor of that latency ratio: |frozen base / frozen base - 1| (%)",
+            100 * abs(d["latency"]["noise"]["ratio"] - 1.0), 1.0, unit="%", part="decoding")
     return out
+
+
+def decoding_markdown(r: dict[str, Any]) -> list[str]:
+    """The bench's decoding part: throughput per setting, trajectory vs frozen base, noise floor."""
+    d, c = r["decoding"], r["config"]
+    lat = d["latency"]
+    lines = ["", f"## Parallel decoding (batch {c.get('decoding_batch')}, length {c['length']}: {c['prompt']} prompt "
+             f"tokens, {d['response_tokens']} generated; T = {c['num_steps']}; the trajectory method)", "",
+             "| setting | trunk calls | passes / sample | ms / sample: median [min, max] | samples/s | vs exact | "
+             "per-round ratio [min, max] |", "|---|---:|---:|---:|---:|---:|---:|"]
+    b = c.get("decoding_batch") or 1
+    for name, t in d["settings"].items():
+        q = t["throughput_vs_exact"]
+        lines.append(f"| {name} | {t['calls']} | {t['passes_per_sample']:.2f} | {1000 * t['median_s'] / b:.1f} "
+                     f"[{1000 * t['min_s'] / b:.1f}, {1000 * t['max_s'] / b:.1f}] | {t['samples_per_s']:.2f} | "
+                     f"{q['ratio']:.2f}x | [{q['round_min']:.2f}, {q['round_max']:.2f}] |")
+    tb, noise = lat["trajectory_vs_base"], lat["noise"]
+    lines += ["", f"Trajectory / frozen base at {lat['setting']}: {tb['ratio']:.3f}x (per-round median "
+              f"{tb['round_median']:.3f}, range [{tb['round_min']:.3f}, {tb['round_max']:.3f}]); trunk passes per "
+              f"sample: base {lat['passes_per_sample']['base']:.2f}, trajectory "
+              f"{lat['passes_per_sample']['trajectory']:.2f}. Noise floor: the frozen base timed twice in the same "
+              f"rounds gives {noise['ratio']:.3f}x ({100 * abs(noise['ratio'] - 1):.2f}%; per-round range "
+              f"[{noise['round_min']:.3f}, {noise['round_max']:.3f}]) over {lat['base']['runs']} rounds."]
+    return lines
 
 
 def _fmt(v: float, unit: str) -> str:
@@ -47,7 +82,8 @@ def markdown(r: dict[str, Any]) -> str:
                r.get("parts_reused", {}).items()], "",
              "## Targets", "", "| target | measured | bound | met |", "|---|---:|---:|---|"]
     for t in r["targets"]:
-        lines.append(f"| {t['target']} | {_fmt(t['value'], t['unit'])} | {_fmt(t['bound'], t['unit'])} | "
+        lines.append(f"| {t['target']} | {_fmt(t['value'], t['unit'])} | "
+                     f"{'>= ' if t.get('higher') else ''}{_fmt(t['bound'], t['unit'])} | "
                      f"{'yes' if t['met'] else '**no**'} |")
     tr, mem = r.get("training", {}), r.get("memory", {})
     if tr:
@@ -79,4 +115,6 @@ def markdown(r: dict[str, Any]) -> str:
     lines += ["", "## One trunk pass for many tasks", "", "| batch | median (s) |", "|---|---:|"]
     lines += [f"| {name} | {t['median_s']:.3f} |" for name, t in mt["times"].items()]
     lines += ["", f"ratio: {mt['ratio']:.3f}x", ""]
+    if r.get("decoding"):
+        lines += decoding_markdown(r) + [""]
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 train step time (median, interleaved) and peak training memory (fresh process each) per
 method; generation latency per sample at (batch, length, T) for the frozen base and every
-method; trunk passes per sample; bytes on disk; one- vs many-adapter batches; the targets.
+method; trunk passes per sample; bytes on disk; one- vs many-adapter batches; parallel
+decoding throughput against the exact sampler at batch 32 (``decoding``); the targets.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 
 import torch
 
+from ..backbone import unwrap_backbone
 from ..config import require, to_dict
+from ..generation import generate
 from ..hub import load_base
 from ..methods.accounting import parameter_accounting
 from ..methods.multitask import MultiTaskTrajectoryModel
@@ -37,7 +40,8 @@ from .workloads import (
 )
 
 TRAIN_METHODS = ("full", "trajectory", "lora", "adapter", "bitfit", "prefix")
-PARTS = ("training", "memory", "inference")
+PARTS = ("training", "memory", "inference", "decoding")
+OPTIONAL_PARTS = ("decoding",)  # may be absent from an earlier bench.json that is reused
 
 
 @dataclass
@@ -55,6 +59,9 @@ class BenchConfig:
     num_steps: int = 100
     rounds: int = 3
     tasks: int = 8  # adapters in the mixed-task batch
+    decoding_batch: int = 32  # parallel decoding vs the exact sampler (issue #16)
+    decoding_settings: list[str] = field(default_factory=lambda: list(_decoding().PARALLEL_GRID))
+    decoding_setting: str = "threshold-0.9"  # the one the targets read (also timed on the frozen base)
     parts: list[str] = field(default_factory=lambda: list(PARTS))  # others are kept from bench.json
     output_dir: str = "runs/bench"
 
@@ -64,12 +71,24 @@ class BenchConfig:
         known = set(TRAIN_METHODS) | {f"trajectory@{p}" for p in TrajectoryConfig.PRESETS}
         unknown = sorted(set(self.methods) - known)
         require(not unknown, "methods", f"unknown {unknown}; benchmarked methods: {sorted(known)}")
-        for name in ("train_batch", "train_rounds", "memory_steps", "batch", "num_steps", "rounds", "tasks"):
+        for name in ("train_batch", "train_rounds", "memory_steps", "batch", "num_steps", "rounds", "tasks",
+                     "decoding_batch"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.train_length >= 8, "train_length", f"must be >= 8, got {self.train_length}")
         require(1 <= self.prompt <= self.length - 2, "prompt", f"must lie in 1..length-2, got {self.prompt}")
         bad = sorted(set(self.parts) - set(PARTS))
         require(self.parts and not bad, "parts", f"choose from {list(PARTS)}, got {self.parts}")
+        require(bool(self.decoding_settings), "decoding_settings", "give at least one setting")
+        for name in [*self.decoding_settings, self.decoding_setting]:
+            require(name != "exact", "decoding_settings", "'exact' is the reference, always timed")
+            _decoding().setting_options(name, self.length - self.prompt - 1)  # an unknown part: one line
+
+
+def _decoding():
+    """``bench.decoding``, imported when used (so ``python -m lora_diffusion.bench.decoding`` runs cleanly)."""
+    from . import decoding
+
+    return decoding
 
 
 def _progress(msg: str) -> None:
@@ -142,20 +161,63 @@ def bench_multitask(trajectory, gb, cfg: BenchConfig) -> dict[str, Any]:
     return {"times": times, "ratio": ratio(times[f"{cfg.tasks} adapters"]["median_s"], times["one adapter"]["median_s"])}
 
 
+def bench_decoding(backbone, cfg: BenchConfig) -> dict[str, Any]:
+    """Throughput of each parallel setting vs the exact sampler (trajectory, batch ``decoding_batch``),
+    and trajectory vs frozen base at ``decoding_setting``, with the base timed twice (the noise floor)."""
+    from .decoding import round_ratios, setting_options, timed_rounds
+
+    gb = generation_batch(backbone, cfg.decoding_batch, cfg.length, cfg.prompt)
+    budget = int(gb["generate_mask"][0].sum())
+    models = {name: method_model(backbone, name, cfg.method_options) for name in ("base", "trajectory")}
+    settings = list(dict.fromkeys(["exact", cfg.decoding_setting, *cfg.decoding_settings]))
+    samplers = {s: setting_options(s, budget).sampler(cfg.num_steps) for s in settings}
+
+    def fn(model, setting):
+        return lambda: generate(model, gb, samplers[setting], torch.Generator().manual_seed(0))
+
+    fns = {f"trajectory {s}": fn(models["trajectory"], s) for s in settings}
+    target = cfg.decoding_setting
+    fns[f"base {target}"] = fn(models["base"], target)
+    fns[f"base {target} (again)"] = fn(models["base"], target)
+    _progress(f"decoding: {len(fns)} configurations x {cfg.rounds} rounds (batch {cfg.decoding_batch}, "
+              f"{budget} response tokens, T = {cfg.num_steps})")
+    times = timed_rounds(fns, cfg.rounds)
+    exact = times["trajectory exact"]
+    out: dict[str, Any] = {"response_tokens": budget, "settings": {}}
+    for s in settings:
+        t = times[f"trajectory {s}"]
+        with count_trunk_rows(unwrap_backbone(models["trajectory"])) as counts:
+            fns[f"trajectory {s}"]()
+        out["settings"][s] = {**t, "samples_per_s": cfg.decoding_batch / t["median_s"],
+                              "throughput_vs_exact": round_ratios(exact, t), "calls": counts["calls"],
+                              "passes_per_sample": counts["rows"] / cfg.decoding_batch}
+    base_passes = {}
+    for name in ("base", "trajectory"):
+        with count_trunk_rows(unwrap_backbone(models[name])) as counts:
+            fn(models[name], target)()
+        base_passes[name] = counts["rows"] / cfg.decoding_batch
+    base, again = times[f"base {target}"], times[f"base {target} (again)"]
+    out["latency"] = {"setting": target, "base": base, "base_again": again, "passes_per_sample": base_passes,
+                      "trajectory_vs_base": round_ratios(times[f"trajectory {target}"], base),
+                      "noise": round_ratios(again, base)}
+    return out
+
+
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the suite, write ``bench.json`` and ``bench.md`` under ``cfg.output_dir``."""
     out = Path(cfg.output_dir)
     previous = json.loads((out / "bench.json").read_text()) if (out / "bench.json").is_file() else {}
-    missing = [p for p in PARTS if p not in cfg.parts and p not in previous]
+    missing = [p for p in PARTS if p not in cfg.parts and p not in previous and p not in OPTIONAL_PARTS]
     if missing:
         raise ValueError(f"parts {missing} are neither run nor found in {out / 'bench.json'}")
     backbone = load_base(cfg.base)
     result: dict[str, Any] = {"config": to_dict(cfg), **provenance(0), "hardware": hardware()}
     runners = {"training": lambda: bench_training(backbone, cfg), "memory": lambda: bench_memory(cfg),
-               "inference": lambda: bench_inference(backbone, cfg)}
+               "inference": lambda: bench_inference(backbone, cfg), "decoding": lambda: bench_decoding(backbone, cfg)}
     for part in PARTS:
-        result[part] = runners[part]() if part in cfg.parts else previous[part]
-    result["parts_reused"] = {p: previous.get("git_commit") for p in PARTS if p not in cfg.parts}
+        if part in cfg.parts or part in previous:
+            result[part] = runners[part]() if part in cfg.parts else previous[part]
+    result["parts_reused"] = {p: previous.get("git_commit") for p in PARTS if p not in cfg.parts and p in previous}
     result["targets"] = targets(result)
     atomic_write_json(out / "bench.json", result)
     atomic_write_text(out / "bench.md", markdown(result))
@@ -167,7 +229,9 @@ def hardware() -> dict[str, Any]:
     import platform
 
     info = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

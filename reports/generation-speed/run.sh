@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Generation speed (issue #16 items 3-5): every decoding setting of bench/decoding.py (the exact
+# sampler; low-confidence one token per step; parallel threshold 0.9 / 0.7 / 0.5; fixed 2 / 4 per
+# call; threshold 0.9 in semi-AR blocks of 8; threshold 0.9 with the approximate prompt cache; the
+# exact prompt cache for adapters trained with prefix prompt attention) on the many-task study's
+# seed-42 trajectory and LoRA adapters (reports/tasks/runs) for SQuAD, CommonGen, XSum (or GSM8K
+# where XSum has no adapters) and SST-2; then the bench's decoding part (throughput at batch 32,
+# trajectory vs frozen base with its noise floor); then reports/generation-speed.md.
+#
+# Usage (from the repository root):
+#   bash reports/generation-speed/run.sh <base dir> [data root] [rows per task]
+# Environment: THREADS (torch threads, default 1), CPUS (pin to these cores with taskset, e.g. 1),
+#   ROUNDS (timed rounds per study, default 5), BENCH_ROUNDS (bench decoding rounds, default 15),
+#   NOTE (what else ran on the machine: stated in the report), PYTHON (default python),
+#   BENCH_ARGS (more `lora-diffusion bench` flags, e.g. "--set decoding_setting=threshold-0.7").
+# Idempotent: a study whose decoding.json exists, and a bench whose bench.json holds the decoding
+# part, are skipped; the report is always rewritten from what exists.
+set -euo pipefail
+BASE=${1:?usage: bash reports/generation-speed/run.sh <base dir> [data root] [rows per task]}
+DATA=${2:-../shared/data}
+ROWS=${3:-100}
+THREADS=${THREADS:-1}
+CPUS=${CPUS:-}
+ROUNDS=${ROUNDS:-5}
+BENCH_ROUNDS=${BENCH_ROUNDS:-15}
+NOTE=${NOTE:-not stated}
+read -r -a bench_args <<< "${BENCH_ARGS:-}"
+PY=${PYTHON:-python}
+OUT=reports/generation-speed/runs
+RUNS=reports/tasks/runs
+export OMP_NUM_THREADS=$THREADS
+pin=()
+[ -n "$CPUS" ] && pin=(taskset -c "$CPUS")
+
+third=xsum
+[ -d "$RUNS/xsum/trajectory/seed-42/adapter" ] || [ -d "$RUNS/xsum/lora/seed-42/adapter" ] || third=gsm8k
+dirs=()
+for task in squad commongen "$third" sst2; do
+  for m in trajectory lora; do
+    adapter=$RUNS/$task/$m/seed-42/adapter
+    dir=$OUT/$task-$m
+    dirs+=("$dir")
+    [ -d "$adapter" ] || { echo "[generation-speed] $adapter missing (study not finished), skipped"; continue; }
+    [ -f "$dir/decoding.json" ] && { echo "[generation-speed] $task / $m done, skipped"; continue; }
+    echo "[generation-speed] $task / $m"
+    "${pin[@]}" "$PY" -m lora_diffusion.bench.decoding --adapter "$adapter" --base "$BASE" --task "$task" \
+      --data-root "$DATA" --rows "$ROWS" --batch-size 32 --rounds "$ROUNDS" --threads "$THREADS" \
+      --note "$NOTE" --output-dir "$dir"
+  done
+done
+
+# The bench's decoding part, beside a copy of the committed bench result (its other parts are kept
+# from there and marked as reused with their commit in bench.json / bench.md).
+BENCH=reports/generation-speed/bench
+mkdir -p "$BENCH"
+[ -f "$BENCH/bench.json" ] || cp reports/bench/bench.json "$BENCH/bench.json"
+if "$PY" -c 'import json, sys; sys.exit(0 if "decoding" in json.load(open(sys.argv[1])) else 1)' "$BENCH/bench.json"; then
+  echo "[generation-speed] bench decoding part done, skipped"
+else
+  "${pin[@]}" "$PY" -m lora_diffusion.cli bench --base "$BASE" --rounds "$BENCH_ROUNDS" --output-dir "$BENCH" \
+    --set 'parts=[decoding]' --set decoding_batch=32 "${bench_args[@]}"
+fi
+
+"$PY" -m lora_diffusion.bench.decoding --aggregate "${dirs[@]}" --bench "$BENCH/bench.json" \
+  --output reports/generation-speed.md
