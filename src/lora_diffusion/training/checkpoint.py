@@ -16,6 +16,7 @@ import json
 import random
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,7 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
     for idx, st in sd["state"].items():
         for key, val in st.items():
@@ -71,17 +71,23 @@ def save_checkpoint(
     identity: dict[str, Any],
     keep: int,
     run_config: dict[str, Any] | None = None,
+    *,
+    gathered: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically under ``root`` and prune to the newest ``keep``.
-    ``run_config`` (the run's whole configuration) lets ``--resume`` refuse a changed one."""
+    ``run_config`` (the run's whole configuration) lets ``--resume`` refuse a changed one.
+    ``gathered``: the trained tensors and the optimiser state dict already gathered whole
+    (FSDP, whose parameters and optimiser state are shards), written instead of the model's
+    and the optimiser's own: the files are those of a single-process run."""
     target = root / f"step-{step:07d}"
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+    weights, opt_state = gathered if gathered is not None else (trainable_state(model), optimizer.state_dict())
+    opt_tensors, opt_meta = _flatten_optimizer(opt_state)
     rng = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
     with atomic_directory(target) as tmp:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(weights, str(tmp / "trainable.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         save_file(rng, str(tmp / "rng.safetensors"))
         state = {
@@ -114,9 +120,13 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     identity: dict[str, Any],
+    *,
+    load_state: Callable[[dict[str, torch.Tensor], dict[str, Any]], None] | None = None,
 ) -> int:
     """Restore everything saved by ``save_checkpoint``; return the step. A checkpoint of another
-    method or base (``identity`` differs) is refused with both named."""
+    method or base (``identity`` differs) is refused with both named. ``load_state(weights,
+    optimizer_state_dict)`` puts the whole tensors in instead of copying them into the
+    parameters and the optimiser (FSDP: every rank reads the files and keeps its shard)."""
     try:
         state = json.loads((path / STATE_FILE).read_text())
         if "files_sha256" in state:  # checkpoints of older versions record none
@@ -133,16 +143,20 @@ def load_checkpoint(
     if mismatched:
         detail = "; ".join(f"{k}: checkpoint has {a!r}, this run has {b!r}" for k, (a, b) in mismatched.items())
         raise CheckpointError(f"checkpoint {path} belongs to another run ({detail})")
-    params = dict(model.named_parameters())
+    # FSDP1 names a wrapped layer's parameters "...layer.0._fsdp_wrapped_module.<name>"
+    params = {n.replace("_fsdp_wrapped_module.", ""): p for n, p in model.named_parameters()}
     missing = [n for n in weights if n not in params] + [
         n for n, p in params.items() if p.requires_grad and n not in weights
     ]
     if missing:
         raise CheckpointError(f"checkpoint {path} does not match the model (e.g. {missing[:3]})")
-    with torch.no_grad():
-        for name, val in weights.items():
-            params[name].copy_(val)
-    optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, state["optimizer"]))
+    if load_state is not None:
+        load_state(weights, _unflatten_optimizer(opt_tensors, state["optimizer"]))
+    else:
+        with torch.no_grad():
+            for name, val in weights.items():
+                params[name].copy_(val)
+        optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, state["optimizer"]))
     scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
     torch.set_rng_state(rng["torch_cpu"])
     if torch.cuda.is_available():

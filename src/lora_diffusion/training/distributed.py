@@ -33,30 +33,87 @@ class ObjectiveModule(torch.nn.Module):
 
     @property
     def _no_split_modules(self) -> list[str]:
-        """The transformer layer classes, for accelerate's FSDP auto-wrap policy."""
+        """The transformer layer classes, for accelerate's FSDP auto-wrap policy. A class holding
+        the input embeddings is left out when the output head shares their weight (BERT's
+        ``BertEmbeddings``): as a unit of its own it would be resharded after the embedding
+        lookup, and the tied head would then see a flat shard ("mat2 must be a matrix")."""
         from ..backbone import unwrap_backbone
 
-        return list(getattr(unwrap_backbone(self.model).mlm, "_no_split_modules", None) or [])
+        mlm = unwrap_backbone(self.model).mlm
+        names = list(getattr(mlm, "_no_split_modules", None) or [])
+        emb, out = mlm.get_input_embeddings(), mlm.get_output_embeddings()
+        if emb is not None and out is not None and out.weight is emb.weight:
+            holders = {type(m).__name__ for m in mlm.modules() if any(c is emb for c in m.modules())}
+            names = [n for n in names if n not in holders]
+        return names
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
         return self.objective(self.model, batch, generator)
 
 
-SHARDED_MODES = ("FSDP", "DEEPSPEED")
-
-
-def check_launch_mode(distributed_type: str) -> None:
-    """Single process and DDP (CPU gloo, GPU nccl) are supported and tested. FSDP and DeepSpeed
-    shard parameters and optimiser state: checkpoints and adapters would need the gathered
-    state (summon_full_params / get_state_dict on every rank) and DeepSpeed its own
-    accumulation; that path is not built yet (it needs GPUs to test), so it is refused rather
-    than writing shards as if they were whole tensors."""
+def check_launch_mode(distributed_type: str, fsdp_version: int | None = None) -> None:
+    """Single process, DDP (CPU gloo, GPU nccl) and FSDP version 1 are supported: under FSDP the
+    trainer gathers the sharded trained tensors and optimiser state for checkpoints (FULL state
+    dicts, written by rank 0, read back by every rank) and unshards the model after the last
+    step. FSDP2 (fully_shard) and DeepSpeed are refused in one line: not built yet."""
     kind = distributed_type.rsplit(".", 1)[-1]
-    if kind in SHARDED_MODES:
-        raise ConfigError(f"launch mode {kind}: the trainer does not yet gather sharded parameters for checkpoints "
-                          "and adapters; launch with DDP (examples/accelerate/multi_gpu.yaml, or torchrun) and "
-                          "train.gradient_checkpointing=true / train.mixed_precision=bf16 for large bases",
+    if kind == "DEEPSPEED":
+        raise ConfigError("launch mode DEEPSPEED: the trainer does not gather DeepSpeed's partitioned parameters "
+                          "and optimiser state for checkpoints and adapters; launch with FSDP "
+                          "(examples/accelerate/fsdp.yaml) or DDP (examples/accelerate/multi_gpu.yaml)",
                           field="distributed_type")
+    if kind == "FSDP" and fsdp_version not in (None, 1):
+        raise ConfigError(f"launch mode FSDP version {fsdp_version}: only fsdp_version 1 is supported (the trainer "
+                          "unshards FSDP1's wrapped modules after training); set fsdp_config.fsdp_version: 1 as in "
+                          "examples/accelerate/fsdp.yaml", field="distributed_type")
+
+
+def replicated_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Under FSDP, the largest submodules all of whose parameters are trained (a trajectory
+    adapter and its head, LoRA's A / B, a multi-task model's adapters), when the model also has
+    frozen ones: they are left out of sharding (FSDP ``ignored_modules``), kept whole on every
+    rank and their gradients averaged by ``sync_replicated_gradients``. FSDP1 gives every
+    parameter it manages a gradient, a zero one when no row of the whole batch reached it, so
+    AdamW would advance its moments and decay it where a single-process or DDP run skips it
+    (grad None): a phase bank or a task adapter without a row. Full fine-tuning: none."""
+    if all(p.requires_grad for p in model.parameters()):
+        return []
+    found: list[torch.nn.Module] = []
+
+    def visit(module: torch.nn.Module) -> None:
+        params = list(module.parameters())
+        if params and all(p.requires_grad for p in params):
+            found.append(module)
+            return
+        for child in module.children():
+            visit(child)
+
+    visit(model)
+    return found
+
+
+def sync_replicated_gradients(params: list[torch.nn.Parameter], device: torch.device) -> None:
+    """Average the gradients of the FSDP-ignored trained parameters over the processes, as DDP
+    with find_unused_parameters does: a parameter without a gradient on some ranks contributes
+    zero there; one without a gradient on every rank keeps ``grad=None`` (AdamW skips it)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    has = torch.tensor([float(p.grad is not None) for p in params], device=device)
+    dist.all_reduce(has)
+    used = [p for p, n in zip(params, has.tolist()) if n > 0]
+    if not used:
+        return
+    for p in used:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in used])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in used:
+        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+        offset += p.numel()
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:

@@ -23,8 +23,15 @@ from ..config import ConfigError, TrainConfig, to_dict
 from ..utils.io import atomic_write_json
 from ..utils.memory import peak_rss_mb
 from ..utils.repro import provenance, seed_everything
+from . import fsdp_state
 from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
-from .distributed import ObjectiveModule, check_launch_mode, enable_gradient_checkpointing
+from .distributed import (
+    ObjectiveModule,
+    check_launch_mode,
+    enable_gradient_checkpointing,
+    replicated_modules,
+    sync_replicated_gradients,
+)
 from .selection import Selector
 
 Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict[str, float]]]
@@ -135,7 +142,12 @@ class Trainer:
         # find_unused_parameters: see ObjectiveModule (a phase bank may see no row of a micro-batch)
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
                                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-        check_launch_mode(str(self.accelerator.distributed_type))
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        check_launch_mode(str(self.accelerator.distributed_type), getattr(plugin, "fsdp_version", None))
+        if self.fsdp and evaluate is not None and cfg.eval_every:
+            raise ConfigError("train.eval_every under FSDP: the validation callback would run on sharded parameters; "
+                              "set train.eval_every=0 (and no train.select_metric) and evaluate the saved adapter "
+                              "after training", field="train.eval_every")
         world = self.accelerator.num_processes
         if cfg.batch_size % (cfg.micro_batch_size * world):
             raise ValueError(
@@ -156,6 +168,13 @@ class Trainer:
         )
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(model)
+        self._replicated: list[torch.nn.Parameter] = []
+        if self.fsdp:  # trained modules stay whole on every rank, synchronised as under DDP
+            modules = replicated_modules(model)
+            for module in modules:
+                module.to(self.accelerator.device)
+            plugin.ignored_modules = modules
+            self._replicated = [p for m in modules for p in m.parameters() if p.requires_grad]
         self.model, self.optimizer = self.accelerator.prepare(ObjectiveModule(model, objective), optimizer)
         self.history: list[dict[str, Any]] = []
         self.step = 0
@@ -167,16 +186,36 @@ class Trainer:
     # ------------------------------------------------------------------------------ state
     @property
     def unwrapped(self) -> torch.nn.Module:
-        """The method model (without the objective wrapper and the DDP / FSDP wrapper)."""
+        """The method model (without the objective wrapper and the DDP / FSDP wrapper). Under FSDP
+        its parameters are shards until ``fit`` returns (it unshards the model at the end)."""
         return self.accelerator.unwrap_model(self.model).model
 
+    @property
+    def fsdp(self) -> bool:
+        """Parameters and optimiser state are sharded over the processes (FSDP launch)."""
+        return str(self.accelerator.distributed_type).rsplit(".", 1)[-1] == "FSDP"
+
+    @property
+    def _inner_optimizer(self) -> torch.optim.Optimizer:
+        return self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+
+    def _gather(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return fsdp_state.gather(self.model, self._inner_optimizer, [n for n, _ in self._trainable],
+                                 self.accelerator.device)
+
+    def _scatter(self, weights: dict[str, torch.Tensor], optim: dict[str, Any]) -> None:
+        fsdp_state.scatter(self.model, self._inner_optimizer, [n for n, _ in self._trainable], weights, optim)
+
+    def _unshard(self) -> None:
+        self.model = fsdp_state.unshard(self.model, self.accelerator)
+
     def _save(self) -> Path | None:
+        gathered = self._gather() if self.fsdp else None  # every rank takes part
         if not self.accelerator.is_main_process:
             return None
         return save_checkpoint(
-            self.ckpt_root, self.step, self.unwrapped, self.optimizer.optimizer
-            if hasattr(self.optimizer, "optimizer") else self.optimizer,
-            self.scheduler, self.identity, self.cfg.keep_checkpoints, self.run_config,
+            self.ckpt_root, self.step, self.unwrapped, self._inner_optimizer,
+            self.scheduler, self.identity, self.cfg.keep_checkpoints, self.run_config, gathered=gathered,
         )
 
     def restore(self) -> bool:
@@ -185,8 +224,8 @@ class Trainer:
         found = list_checkpoints(self.ckpt_root)
         if not found:
             return False
-        opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
-        self.step = load_checkpoint(found[-1], self.unwrapped, opt, self.scheduler, self.identity)
+        self.step = load_checkpoint(found[-1], self.unwrapped, self._inner_optimizer, self.scheduler, self.identity,
+                                    load_state=self._scatter if self.fsdp else None)
         hist_path = self.output_dir / "training_history.json"
         if hist_path.is_file():
             import json
@@ -228,9 +267,12 @@ class Trainer:
             logs["loss"] = logs.get("loss", 0.0) + loss.item() / len(batches)
             for k, v in extra.items():
                 logs[k] = logs.get(k, 0.0) + (v if k == "tokens" else v / len(batches))
+        if self._replicated:
+            sync_replicated_gradients(self._replicated, self.accelerator.device)
         logs = self._reduce(logs)
+        # FSDP: all the parameters, so that accelerate clips with the norm over every shard
         grad_norm = self.accelerator.clip_grad_norm_(
-            [p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm
+            [p for p in self.model.parameters() if p.requires_grad or self.fsdp], self.cfg.max_grad_norm
         )
         if self.cfg.mixed_precision != "fp16" and not math.isfinite(float(grad_norm)):  # fp16: the scaler skips
             self._diverged(f"non-finite gradient norm ({float(grad_norm)})")
@@ -290,6 +332,8 @@ class Trainer:
             self._save()  # the final state, so that --resume of a finished run is a no-op
         if self.selector is not None:  # the selected step's state is what the run hands on
             self.selector.load_best(self.unwrapped)
+        if self.fsdp:
+            self._unshard()
         return self._summary(start_step, times, time.perf_counter() - start)
 
     def _loop(self, bar, times: list[float]) -> None:
