@@ -51,16 +51,18 @@ class ObjectiveModule(torch.nn.Module):
         return self.objective(self.model, batch, generator)
 
 
-def check_launch_mode(distributed_type: str, fsdp_version: int | None = None) -> None:
-    """Single process, DDP (CPU gloo, GPU nccl) and FSDP version 1 are supported: under FSDP the
-    trainer gathers the sharded trained tensors and optimiser state for checkpoints (FULL state
-    dicts, written by rank 0, read back by every rank) and unshards the model after the last
-    step. FSDP2 (fully_shard) and DeepSpeed are refused in one line: not built yet."""
+def check_launch_mode(distributed_type: str, fsdp_version: int | None = None, zero_stage: int | None = None) -> None:
+    """Single process, DDP (CPU gloo, GPU nccl), FSDP version 1 and DeepSpeed ZeRO stage 2 are
+    supported: the trainer gathers the sharded (partitioned) trained tensors and optimiser state
+    for checkpoints (whole, written by rank 0, read back by every rank) and, under FSDP, unshards
+    the model after the last step. FSDP2 (fully_shard) and other ZeRO stages are refused in one line."""
     kind = distributed_type.rsplit(".", 1)[-1]
-    if kind == "DEEPSPEED":
-        raise ConfigError("launch mode DEEPSPEED: the trainer does not gather DeepSpeed's partitioned parameters "
-                          "and optimiser state for checkpoints and adapters; launch with FSDP "
-                          "(examples/accelerate/fsdp.yaml) or DDP (examples/accelerate/multi_gpu.yaml)",
+    if kind == "DEEPSPEED" and zero_stage != 2:
+        raise ConfigError(f"launch mode DEEPSPEED with zero_stage {zero_stage}: only ZeRO stage 2 is supported (the "
+                          "trainer gathers ZeRO-2's partitioned optimiser state; ZeRO-3's partitioned weights are not "
+                          "gathered for the adapter and evaluation); set deepspeed_config.zero_stage: 2 as in "
+                          "examples/accelerate/deepspeed_zero2.yaml, or launch with FSDP (examples/accelerate/fsdp.yaml) "
+                          "or DDP (examples/accelerate/multi_gpu.yaml)",
                           field="distributed_type")
     if kind == "FSDP" and fsdp_version not in (None, 1):
         raise ConfigError(f"launch mode FSDP version {fsdp_version}: only fsdp_version 1 is supported (the trainer "

@@ -23,7 +23,7 @@ from ..config import ConfigError, TrainConfig, to_dict
 from ..utils.io import atomic_write_json
 from ..utils.memory import peak_rss_mb
 from ..utils.repro import provenance, seed_everything
-from . import fsdp_state
+from . import deepspeed_state, fsdp_state
 from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from .distributed import (
     ObjectiveModule,
@@ -143,7 +143,8 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
                                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
-        check_launch_mode(str(self.accelerator.distributed_type), getattr(plugin, "fsdp_version", None))
+        check_launch_mode(str(self.accelerator.distributed_type), getattr(plugin, "fsdp_version", None),
+                          deepspeed_state.configure(self.accelerator, cfg))
         if self.fsdp and evaluate is not None and cfg.eval_every:
             raise ConfigError("train.eval_every under FSDP: the validation callback would run on sharded parameters; "
                               "set train.eval_every=0 (and no train.select_metric) and evaluate the saved adapter "
@@ -176,6 +177,8 @@ class Trainer:
             plugin.ignored_modules = modules
             self._replicated = [p for m in modules for p in m.parameters() if p.requires_grad]
         self.model, self.optimizer = self.accelerator.prepare(ObjectiveModule(model, objective), optimizer)
+        self._zero = deepspeed_state.Zero2.of(self.accelerator, self.model, self._inner_optimizer, self._trainable)
+        self._backward = self._zero.backward if self._zero else lambda loss, last: self.accelerator.backward(loss)
         self.history: list[dict[str, Any]] = []
         self.step = 0
         self.selector = (Selector(self.output_dir, cfg.select_metric, cfg.early_stopping_patience, cfg.min_delta,
@@ -200,17 +203,15 @@ class Trainer:
         return self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
 
     def _gather(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return fsdp_state.gather(self.model, self._inner_optimizer, [n for n, _ in self._trainable],
-                                 self.accelerator.device)
+        return self._zero.gather() if self._zero else fsdp_state.gather(
+            self.model, self._inner_optimizer, [n for n, _ in self._trainable], self.accelerator.device)
 
     def _scatter(self, weights: dict[str, torch.Tensor], optim: dict[str, Any]) -> None:
-        fsdp_state.scatter(self.model, self._inner_optimizer, [n for n, _ in self._trainable], weights, optim)
-
-    def _unshard(self) -> None:
-        self.model = fsdp_state.unshard(self.model, self.accelerator)
+        (self._zero.scatter(weights, optim) if self._zero else fsdp_state.scatter(
+            self.model, self._inner_optimizer, [n for n, _ in self._trainable], weights, optim))
 
     def _save(self) -> Path | None:
-        gathered = self._gather() if self.fsdp else None  # every rank takes part
+        gathered = self._gather() if self.fsdp or self._zero else None  # every rank takes part
         if not self.accelerator.is_main_process:
             return None
         return save_checkpoint(
@@ -225,7 +226,7 @@ class Trainer:
         if not found:
             return False
         self.step = load_checkpoint(found[-1], self.unwrapped, self._inner_optimizer, self.scheduler, self.identity,
-                                    load_state=self._scatter if self.fsdp else None)
+                                    load_state=self._scatter if self.fsdp or self._zero else None)
         hist_path = self.output_dir / "training_history.json"
         if hist_path.is_file():
             import json
@@ -262,8 +263,9 @@ class Trainer:
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
                 with self.accelerator.autocast():
                     loss, extra = self.model(batch, gen)
-                self._check_finite(loss)
-                self.accelerator.backward(loss / len(batches))
+                if not torch.isfinite(loss):
+                    self._diverged(f"non-finite loss ({loss.item()})")
+                self._backward(loss / len(batches), last)
             logs["loss"] = logs.get("loss", 0.0) + loss.item() / len(batches)
             for k, v in extra.items():
                 logs[k] = logs.get(k, 0.0) + (v if k == "tokens" else v / len(batches))
@@ -309,10 +311,6 @@ class Trainer:
             out["tokens"] *= acc.num_processes
         return out
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            self._diverged(f"non-finite loss ({loss.item()})")
-
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to ``max_steps`` (continuing from the newest checkpoint with ``resume``)."""
         if resume and not getattr(self, "_restored", False) and not self.restore():
@@ -333,7 +331,7 @@ class Trainer:
         if self.selector is not None:  # the selected step's state is what the run hands on
             self.selector.load_best(self.unwrapped)
         if self.fsdp:
-            self._unshard()
+            self.model = fsdp_state.unshard(self.model, self.accelerator)
         return self._summary(start_step, times, time.perf_counter() - start)
 
     def _loop(self, bar, times: list[float]) -> None:

@@ -1,0 +1,153 @@
+"""DeepSpeed ZeRO stage 2 (as in examples/accelerate/deepspeed_zero2.yaml) with 2 CPU processes
+over gloo against the single-process run at the same global batch: losses and trained tensors
+for an uninterrupted run and for one interrupted after step 1 and resumed from its checkpoint
+(the trained tensors and AdamW state gathered whole from ZeRO's partitions into the files of a
+single-process run, read back into the partitions by every rank), and the model after training
+(rank 0 alone uses it, as ``finetune`` does to save the adapter and evaluate).
+
+Fast: full fine-tuning (every tensor trained, a head without a row on one rank) and the
+trajectory method (phase banks without a row in a whole global batch: AdamW skips them in one
+process), checkpoints in the single-process layout, ``run_finetune`` end to end (trajectory).
+Slow: every method and the multi-task model, gradient checkpointing, bf16.
+
+Skipped without deepspeed (``pip install 'lora-diffusion[deepspeed]'``). accelerate 1.15 does
+not start DeepSpeed on CPU, so ``deepspeed_worker.py`` sets the accelerator state it has on
+GPUs; accelerate's DeepSpeed preparation and the trainer run unchanged from there."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from lora_diffusion.config import ConfigError
+from lora_diffusion.training.distributed import check_launch_mode
+
+pytest.importorskip("deepspeed")
+
+WORKER = Path(__file__).with_name("deepspeed_worker.py")
+FAST = ["full", "trajectory"]
+ALL = ["full", "lora", "adapter", "bitfit", "prefix", "trajectory", "trajectory-deep", "trajectory-mix", "multitask"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(out: Path, world: int, names: list[str], args: list[str] | None = None, precision: str = "no",
+         checkpointing: bool = False) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1",
+           "GRADIENT_CHECKPOINTING": "1" if checkpointing else "0", "MIXED_PRECISION": precision, "ZERO_STAGE": "2"}
+    args = [sys.executable, str(WORKER), *(args or [str(out), "8", "2", ",".join(names)])]
+    if world == 1:
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return
+    port = str(_port())
+    procs = [subprocess.Popen(args, env={**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2",
+                                         "RANK": str(r), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": "2"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    if any(p.returncode for p in procs):
+        pytest.fail("DeepSpeed worker failed:\n" + "\n".join(err[-3000:] for _, err in outs))
+
+
+def _load(root: Path, name: str, kind: str):
+    run = root / f"{name}-{kind}"
+    return json.loads((run / "losses.json").read_text()), load_file(str(run / "trained.safetensors"))
+
+
+def _compare(one: Path, two: Path, names: list[str]) -> None:
+    for name in names:
+        ref, a = _load(one, name, "straight")
+        for kind in ("straight", "resumed"):
+            got, b = _load(two, name, kind)
+            assert ref["world"] == 1 and got["world"] == 2 and got["distributed_type"].endswith("DEEPSPEED")
+            assert got["losses"] == pytest.approx(ref["losses"], rel=1e-5, abs=1e-6), (name, kind)
+            assert sorted(a) == sorted(b)
+            worst = max((a[k] - b[k]).abs().max().item() for k in a)
+            # full fine-tuning: ZeRO's bucketed reduction sums the gradients in another order (1.4e-5 seen)
+            assert worst < (1e-4 if name == "full" else 1e-5), (name, kind, worst)
+            assert got["after"] == pytest.approx(ref["after"], rel=1e-4), (name, kind)
+        # the checkpoints are the files of a single-process run: same tensors, same AdamW state
+        for step in ("step-0000003", "step-0000004"):  # the two kept
+            for file in ("trainable", "optimizer"):
+                x, y = (load_file(str(root / f"{name}-resumed" / "checkpoints" / step / f"{file}.safetensors"))
+                        for root in (one, two))
+                assert sorted(x) == sorted(y), (name, step, file)
+                tol = 1e-4 if name == "full" else 1e-5
+                assert all((x[k] - y[k]).abs().max().item() <= tol * max(1.0, x[k].abs().max().item())
+                           for k in x), (name, step, file)
+
+
+def test_deepspeed_zero2_equals_one_process(tmp_path):
+    _run(tmp_path / "one", 1, FAST)
+    _run(tmp_path / "two", 2, FAST)
+    _compare(tmp_path / "one", tmp_path / "two", FAST)
+
+
+def test_finetune_end_to_end_under_deepspeed(tmp_path):
+    """``run_finetune`` (trajectory): rank 0 saves the adapter and evaluates after training;
+    both equal the single-process run."""
+    from lora_diffusion.hub import save_base
+    from lora_diffusion.testing import tiny_backbone
+
+    base = tiny_backbone("bert", seed=0)
+    base.mlm.config.hidden_dropout_prob = base.mlm.config.attention_probs_dropout_prob = 0.0
+    save_base(base, tmp_path / "base")
+    texts = ["a fine film", "dull", "so so and long", "great", "bad acting", "moving", "flat", "fun"]
+    rows = [{"prompt": f"{w} is", "response": ["yes", "no"][i % 2]} for i, w in enumerate(texts * 2)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for world, out in ((1, "one"), (2, "two")):
+        _run(tmp_path / out, world, [], args=["finetune", str(tmp_path / "base"), str(tmp_path / "train.jsonl"),
+                                              str(tmp_path / out), "trajectory"])
+    one, two = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("one", "two"))
+    assert one["summary"]["processes"] == 1 and two["summary"]["processes"] == 2
+    assert [h["loss"] for h in json.loads((tmp_path / "two" / "training_history.json").read_text())] == \
+        pytest.approx([h["loss"] for h in json.loads((tmp_path / "one" / "training_history.json").read_text())],
+                      rel=1e-5)
+    a, b = (load_file(str(tmp_path / d / "adapter" / "adapter_model.safetensors")) for d in ("one", "two"))
+    assert sorted(a) == sorted(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert two["dev"]["metrics"] == one["dev"]["metrics"]
+    assert two["dev_denoising"] == pytest.approx(one["dev_denoising"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_every_method_and_gradient_checkpointing_under_deepspeed(tmp_path):
+    _run(tmp_path / "one", 1, ALL)
+    _run(tmp_path / "two", 2, ALL)
+    _compare(tmp_path / "one", tmp_path / "two", ALL)
+    # transformers' non-reentrant checkpointing: same numbers as without it
+    _run(tmp_path / "ckpt", 2, ["full", "lora"], checkpointing=True)
+    _compare(tmp_path / "one", tmp_path / "ckpt", ["full", "lora"])
+
+
+@pytest.mark.slow
+def test_bf16_under_deepspeed(tmp_path):
+    """bf16: DeepSpeed's own bf16 (the module cast to bf16, fp32 master weights and AdamW state in
+    the partitions) against one process under autocast: equal to bf16 rounding, as under FSDP."""
+    names = ["full", "trajectory"]
+    _run(tmp_path / "one", 1, names, precision="bf16")
+    _run(tmp_path / "two", 2, names, precision="bf16")
+    for name in names:
+        ref, a = _load(tmp_path / "one", name, "straight")
+        for kind in ("straight", "resumed"):
+            got, b = _load(tmp_path / "two", name, kind)
+            assert got["distributed_type"].endswith("DEEPSPEED")
+            assert got["losses"] == pytest.approx(ref["losses"], rel=2e-3), (name, kind)
+            assert max((a[k] - b[k].float()).abs().max().item() for k in a) < 5e-2, (name, kind)
+        assert _load(tmp_path / "two", name, "resumed")[0]["losses"] == _load(tmp_path / "two", name, "straight")[0]["losses"]
+
+
+def test_zero_stages():
+    check_launch_mode("DistributedType.DEEPSPEED", None, 2)
+    for stage in (None, 0, 1, 3):
+        with pytest.raises(ConfigError) as err:
+            check_launch_mode("DistributedType.DEEPSPEED", None, stage)
+        assert "\n" not in str(err.value) and "zero_stage" in str(err.value)
