@@ -25,8 +25,8 @@ for task in sst2 squad; do
     [ -d "$adapter" ] || { echo "[forgetting] $adapter missing (study not finished), skipped"; continue; }
     measure "$task-$m" --adapter "$adapter" --base "$BASE" --base-result "$OUT/base/forgetting.json"
     if [ "$m" = trajectory ]; then
-      measure "$task-$m-template" --adapter "$adapter" --base "$BASE" --instruction template \
-        --base-result "$OUT/base/forgetting.json"
+      # the base on the same rows with the same clean prefix (the empty-instruction base is not comparable)
+      measure "$task-$m-template" --adapter "$adapter" --base "$BASE" --instruction template --with-base
     fi
   done
   results=()
