@@ -8,9 +8,6 @@ The trajectory runs use micro-batches of 1-2 rows, so most micro-batches leave a
 inside the wrapped forward (``training.trainer.ObjectiveModule``)."""
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,30 +18,15 @@ from safetensors.torch import load_file
 from lora_diffusion.diffusion import sample_steps
 from lora_diffusion.methods.trajectory import phase_index
 from lora_diffusion.training.trainer import noise_seed
+from tests.training.launch import run_workers
 
 WORKER = Path(__file__).with_name("ddp_methods_worker.py")
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _run(out: Path, batch: int, micro: int, names: str, world: int) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, str(WORKER), str(out), str(batch), str(micro), names]
-    if world == 1:
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return
-    port = str(_port())
-    procs = [subprocess.Popen(args, env={**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2",
-                                         "RANK": str(r), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": "2"},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    if any(p.returncode for p in procs):
-        pytest.fail("DDP worker failed:\n" + "\n".join(err[-3000:] for _, err in outs))
+    run_workers([sys.executable, str(WORKER), str(out), str(batch), str(micro), names], world, what="DDP worker",
+                timeout=300)
 
 
 def _compare(one: Path, two: Path, names: list[str]) -> None:

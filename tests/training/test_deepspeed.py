@@ -15,9 +15,6 @@ not start DeepSpeed on CPU, so ``deepspeed_worker.py`` sets the accelerator stat
 GPUs; accelerate's DeepSpeed preparation and the trainer run unchanged from there."""
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from safetensors.torch import load_file
 
 from lora_diffusion.config import ConfigError
 from lora_diffusion.training.distributed import check_launch_mode
+from tests.training.launch import run_workers
 
 pytest.importorskip("deepspeed")
 
@@ -34,28 +32,12 @@ FAST = ["full", "trajectory"]
 ALL = ["full", "lora", "adapter", "bitfit", "prefix", "trajectory", "trajectory-deep", "trajectory-mix", "multitask"]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _run(out: Path, world: int, names: list[str], args: list[str] | None = None, precision: str = "no",
          checkpointing: bool = False) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1",
-           "GRADIENT_CHECKPOINTING": "1" if checkpointing else "0", "MIXED_PRECISION": precision, "ZERO_STAGE": "2"}
-    args = [sys.executable, str(WORKER), *(args or [str(out), "8", "2", ",".join(names)])]
-    if world == 1:
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return
-    port = str(_port())
-    procs = [subprocess.Popen(args, env={**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2",
-                                         "RANK": str(r), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": "2"},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    if any(p.returncode for p in procs):
-        pytest.fail("DeepSpeed worker failed:\n" + "\n".join(err[-3000:] for _, err in outs))
+    run_workers([sys.executable, str(WORKER), *(args or [str(out), "8", "2", ",".join(names)])], world,
+                {"GRADIENT_CHECKPOINTING": "1" if checkpointing else "0", "MIXED_PRECISION": precision,
+                 "ZERO_STAGE": "2"}, "DeepSpeed worker")
 
 
 def _load(root: Path, name: str, kind: str):
