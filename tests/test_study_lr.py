@@ -75,3 +75,44 @@ def test_labelled_variants_are_methods_of_their_own_in_a_study(tmp_path):
         StudyConfig(methods=["bogus@x"])
     with pytest.raises(ConfigError, match="methods"):
         StudyConfig(methods=["trajectory", "trajectory"])
+
+
+def test_search_runs_with_their_own_budget_then_the_first_seed_trains_again(tmp_path):
+    cfg = StudyConfig(tasks=["sst2", "trec"], methods=["trajectory"], seeds=[1, 2],
+                      lr_grid={"trajectory": [1e-3, 3e-3]}, validation_rows=10, output_dir=str(tmp_path),
+                      task_overrides={"sst2": {"train.max_steps": 40}},
+                      lr_search_overrides={"sst2": {"train.max_steps": 10, "train.min_steps": 5}},
+                      train=TrainConfig(max_steps=20, warmup_steps=0))
+    calls, steps = [], {}
+    fake = _fake_run_cell(calls)
+
+    def run_cell(c, task, method, seed, progress=True):
+        run = c.run_config(method, seed, task)
+        steps[run.output_dir] = (run.train.max_steps, run.train.min_steps)
+        return fake(c, task, method, seed, progress)
+
+    run_with_lr_search(cfg, False, run_cell)
+    search = {d: v for d, v in steps.items() if "lr-search" in d}
+    assert {v for d, v in search.items() if "/sst2/" in d} == {(10, 5)}  # the search budget
+    assert {v for d, v in search.items() if "/trec/" in d} == {(20, 0)}   # no search overrides
+    main = {d: v for d, v in steps.items() if "lr-search" not in d}
+    assert main == {str(tmp_path / "sst2/trajectory/seed-1"): (40, 0), str(tmp_path / "sst2/trajectory/seed-2"): (40, 0),
+                    str(tmp_path / "trec/trajectory/seed-2"): (20, 0)}  # trec seed 1: the search run, copied
+    record = json.loads((tmp_path / "lr-search" / "sst2" / "trajectory.json").read_text())
+    assert record["chosen_lr"] == 3e-3 and record["search_overrides"] == {"train.max_steps": 10, "train.min_steps": 5}
+    assert (tmp_path / "trec" / "trajectory" / "seed-1" / "selected_from.json").is_file()
+    assert not (tmp_path / "sst2" / "trajectory" / "seed-1" / "selected_from.json").exists()
+
+
+def test_bad_search_overrides_name_the_field():
+    with pytest.raises(ConfigError, match="lr_search_overrides"):
+        StudyConfig(tasks=["sst2"], methods=["trajectory"], lr_grid={"trajectory": [1e-3]},
+                    lr_search_overrides={"sst2": 5})
+    with pytest.raises(ConfigError, match="lr_search_overrides"):
+        StudyConfig(tasks=["sst2"], methods=["trajectory"], lr_search_overrides={"sst2": {"train.max_steps": 5}})
+    with pytest.raises(ConfigError, match="task"):
+        StudyConfig(tasks=["sst2"], methods=["trajectory"], lr_grid={"trajectory": [1e-3]},
+                    lr_search_overrides={"trec": {"train.max_steps": 5}})
+    with pytest.raises(ConfigError, match="max_steps"):
+        StudyConfig(tasks=["sst2"], methods=["trajectory"], lr_grid={"trajectory": [1e-3]},
+                    lr_search_overrides={"sst2": {"train.max_steps": -1}})

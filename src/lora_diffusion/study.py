@@ -68,6 +68,7 @@ class StudyConfig:
     method_options: dict[str, Any] = field(default_factory=dict)  # method -> options
     method_lr: dict[str, Any] = field(default_factory=dict)  # method -> learning rate (else train.lr)
     lr_grid: dict[str, Any] = field(default_factory=dict)  # method -> rates chosen from on validation (study_lr)
+    lr_search_overrides: dict[str, Any] = field(default_factory=dict)  # task -> dotted fields of its search runs
     max_train_rows: int = 0
     validation_rows: int = 500
     eval_rows: int = 0
@@ -102,16 +103,21 @@ class StudyConfig:
         for m in list(self.method_options) + list(self.method_lr) + list(self.lr_grid):
             require(m in self.methods, "method_options", f"{m!r} is not one of the study's methods {self.methods}")
         known = task_names()
-        for t in [*self.tasks, *self.task_seeds, *self.task_overrides]:
+        for t in [*self.tasks, *self.task_seeds, *self.task_overrides, *self.lr_search_overrides]:
             require(t in known, "tasks", f"unknown task {t!r}; known tasks: {known}")
-        for t in list(self.task_seeds) + list(self.task_overrides):
-            require(t in self.tasks, "task_seeds", f"{t!r} is not one of the study's tasks {self.tasks}")
+        for t in list(self.task_seeds) + list(self.task_overrides) + list(self.lr_search_overrides):
+            require(t in self.task_list(), "task_seeds", f"{t!r} is not one of the study's tasks {self.task_list()}")
         for t, seeds in self.task_seeds.items():
             require(isinstance(seeds, list) and seeds and all(isinstance(x, int) and x >= 0 for x in seeds),
                     f"task_seeds.{t}", f"must be a non-empty list of seeds >= 0, got {seeds!r}")
         for t, over in self.task_overrides.items():
             require(isinstance(over, dict), f"task_overrides.{t}", f"must be a mapping, got {over!r}")
             self.run_config(self.methods[0], self.seeds_of(t)[0], t)  # a bad override fails at load
+        for t, over in self.lr_search_overrides.items():
+            require(isinstance(over, dict), f"lr_search_overrides.{t}", f"must be a mapping, got {over!r}")
+            require(bool(self.lr_grid), "lr_search_overrides", "only applies to a study with an lr_grid")
+            load_config(FinetuneConfig, None, {**flatten(to_dict(self.run_config(self.methods[0], self.seeds_of(t)[0], t))),
+                                               **over})  # a bad override fails at load
         for key, values in self.grid.items():
             require(isinstance(values, list) and values, f"grid.{key}", f"must be a non-empty list, got {values!r}")
             require(key != "output_dir" and not key.startswith("train.seed"), f"grid.{key}",

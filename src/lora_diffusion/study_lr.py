@@ -6,6 +6,11 @@ layout as the study below it), and reads each run's validation score: the task's
 metric on the validation rows carved from train (never the reported split). The best rate
 (the first of the grid on a tie) is recorded in ``<output>/lr-search/<task>/<method>.json``;
 its run is copied to the study's own place for that seed, and every other seed trains at it.
+
+``lr_search_overrides`` (task -> dotted fields) gives a task's search runs settings of their own,
+typically a shorter budget where full budgets are long (documented in the record). The search
+run is then not the study's run: the first seed trains again, at the chosen rate, with the
+study's own settings.
 """
 
 from __future__ import annotations
@@ -33,9 +38,14 @@ def validation_score(result_file: Path) -> float:
     return float(scored["metrics"][scored["primary"]])
 
 
-def search_study(cfg, lr: float):
-    """The study whose runs train ``lr`` (every method's rate set to it) under ``lr-search``."""
-    return replace(cfg, lr_grid={}, method_lr={m: lr for m in cfg.methods},
+def search_study(cfg, lr: float, task: str):
+    """The study whose runs train ``lr`` (every method's rate set to it) under ``lr-search``,
+    with the task's ``lr_search_overrides`` on top of its own settings."""
+    over = dict(cfg.task_overrides)
+    if cfg.lr_search_overrides.get(task):
+        over[task] = {**(over.get(task) or {}), **cfg.lr_search_overrides[task]}
+    return replace(cfg, lr_grid={}, lr_search_overrides={}, task_overrides=over,
+                   method_lr={m: lr for m in cfg.methods},
                    output_dir=str(Path(cfg.output_dir) / SEARCH_DIR / f"lr={lr:g}"))
 
 
@@ -45,16 +55,17 @@ def choose_lr(cfg, task: str, method: str, progress: bool, run_cell) -> float | 
     seed = cfg.seeds_of(task)[0]
     scores: dict[str, Any] = {}
     for lr in cfg.lr_grid[method]:
-        result = run_cell(search_study(cfg, lr), task, method, seed, progress)
+        result = run_cell(search_study(cfg, lr, task), task, method, seed, progress)
         scores[f"{lr:g}"] = validation_score(result) if result is not None else None
     finite = {k: v for k, v in scores.items() if v is not None}
     chosen = float(max(finite, key=lambda k: finite[k])) if finite else None
     record = Path(cfg.output_dir) / SEARCH_DIR / task / f"{method}.json"
     atomic_write_json(record, {"task": task, "method": method, "seed": seed, "grid": cfg.lr_grid[method],
                                "validation_primary": scores, "chosen_lr": chosen,
+                               "search_overrides": cfg.lr_search_overrides.get(task) or {},
                                "rule": "highest validation score of the task's first seed; ties: first in grid"})
-    if chosen is not None:
-        source = Path(search_study(cfg, chosen).run_dir(method, seed, task))
+    if chosen is not None and not cfg.lr_search_overrides.get(task):
+        source = Path(search_study(cfg, chosen, task).run_dir(method, seed, task))
         target = Path(cfg.run_dir(method, seed, task))
         if not (target / "result.json").is_file():
             shutil.rmtree(target, ignore_errors=True)
@@ -78,10 +89,10 @@ def run_with_lr_search(cfg, progress: bool, run_cell) -> list[Path]:
             lr = chosen[task, method]
             if lr is None:
                 continue  # every rate diverged: recorded in the search's failed.json files
-            sub = replace(cfg, lr_grid={}, method_lr={**cfg.method_lr, method: lr})
+            sub = replace(cfg, lr_grid={}, lr_search_overrides={}, method_lr={**cfg.method_lr, method: lr})
             result = sub.run_dir(method, seed, task) / "result.json"
-            if seed == cfg.seeds_of(task)[0]:
-                results.append(result)
+            if seed == cfg.seeds_of(task)[0] and not cfg.lr_search_overrides.get(task):
+                results.append(result)  # the search run at the chosen rate, copied
                 continue
             out = run_cell(sub, task, method, seed, progress)
         else:
