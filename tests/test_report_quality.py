@@ -51,11 +51,12 @@ def _run(root, task, method, seed, test, val, tps, pct, wall):
     (run / "training_history.json").write_text(json.dumps(hist))
 
 
-def _record(root, task, method, grid, scores, chosen):
+def _record(root, task, method, grid, scores, chosen, search_overrides=None):
     path = root / "lr-search" / task / f"{method}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"task": task, "method": method, "seed": 42, "grid": grid,
-                                "validation_primary": scores, "chosen_lr": chosen, "rule": "highest"}))
+                                "validation_primary": scores, "chosen_lr": chosen, "rule": "highest",
+                                "search_overrides": search_overrides or {}}))
 
 
 @pytest.fixture
@@ -66,7 +67,8 @@ def study(tmp_path):
             for i, seed in enumerate(SEEDS):
                 _run(root, task, method, seed, test[i], val[i], tps, pct, wall[i])
     _record(root, "sst2", "full", [2e-5, 5e-5, 1e-4], {"2e-05": 85.0, "5e-05": 88.0, "0.0001": None}, 5e-5)
-    _record(root, "sst2", "trajectory@deep", [3e-4, 1e-3, 3e-3], {"0.0003": 80.0, "0.001": 90.0, "0.003": 89.0}, 1e-3)
+    _record(root, "sst2", "trajectory@deep", [3e-4, 1e-3, 3e-3], {"0.0003": 80.0, "0.001": 90.0, "0.003": 89.0}, 1e-3,
+            {"train.max_steps": 300})
     # a search run: read only through its record, never as a result of the study
     _run(root / "lr-search" / "lr=5e-05", "sst2", "full", 42, 10.0, 10.0, 9.0, 100.0, 9)
     return root
@@ -97,8 +99,8 @@ def test_quality_report_tables(study, tmp_path):
     assert "| lora | 1,000 (1.00%) | 89.0 +- 1.0 (n=3) | - | - |" in report
     assert "| sst2 | trajectory@deep | +0.0 |" in report
     # learning-rate search
-    assert "| sst2 | full | 42 | 2e-05: 85.0, **5e-05: 88.0**, 0.0001: diverged | 5e-05 |" in report
-    assert "| sst2 | trajectory@deep | 42 | 0.0003: 80.0, **0.001: 90.0**, 0.003: 89.0 | 0.001 |" in report
+    assert "| sst2 | full | 42 | 2e-05: 85.0, **5e-05: 88.0**, 0.0001: diverged | 5e-05 | the study's |" in report
+    assert "| sst2 | trajectory@deep | 42 | 0.0003: 80.0, **0.001: 90.0**, 0.003: 89.0 | 0.001 | train.max_steps=300 |" in report
     # budgets: selected steps 600/700/800, steps 900/1000/1000, one seed early-stopped
     assert "| sst2 | full | 3 | 700 | 967 | 1/3 | 1000 | 1.000 |" in report
     assert "| trec | trajectory | 3 | 700 | 1000 | 0/3 | 150 | 0.300 |" in report

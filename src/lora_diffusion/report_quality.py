@@ -167,7 +167,8 @@ def lr_table(records: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     chosen (the highest validation score; ties: first in the grid), in bold in the grid."""
     if not records:
         return ["(no learning-rate search record yet)"]
-    lines = ["| task | method | seed | validation primary at each rate | chosen rate |", "|---|---|---:|---|---:|"]
+    lines = ["| task | method | seed | validation primary at each rate | chosen rate | search budget |",
+             "|---|---|---:|---|---:|---|"]
     for t in sorted(records):
         for m in _methods({t: records[t]}):
             rec = records[t][m]
@@ -177,8 +178,9 @@ def lr_table(records: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                 key = f"{float(lr):g}"
                 text = f"{key}: {'diverged' if scores.get(key) is None else format(scores[key], '.1f')}"
                 grid.append(f"**{text}**" if chosen is not None and key == f"{float(chosen):g}" else text)
+            budget = ", ".join(f"{k}={v}" for k, v in (rec.get("search_overrides") or {}).items()) or "the study's"
             lines.append(f"| {t} | {m} | {rec.get('seed', '-')} | {', '.join(grid) or '-'} | "
-                         f"{'-' if chosen is None else format(float(chosen), 'g')} |")
+                         f"{'-' if chosen is None else format(float(chosen), 'g')} | {budget} |")
     return lines
 
 
