@@ -31,6 +31,6 @@ for task in sst2 squad; do
   done
   results=()
   for d in "$OUT/$task"-*/; do results+=(--result "$d"); done
-  lora-diffusion forgetting-table --result "$OUT/base" "${results[@]}" --output "reports/forgetting/$task.md" \
+  lora-diffusion forgetting-table "${results[@]}" --output "reports/forgetting/$task.md" \
     --title "Forgetting after $task (seed 42 adapters of reports/tasks; $CHUNKS chunks per corpus)"
 done

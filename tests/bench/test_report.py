@@ -42,3 +42,10 @@ def test_markdown_lists_every_target_and_configuration():
     assert "| trajectory | 10 | 0.300 | 0.30x | 700 | 300 | 0.38x | 4,120,000 |" in text
     assert "| base (step-by-step sampler) | 375.0 | 1.500x |" in text
     assert "| event-driven | 98 | 61.5 |" in text
+
+
+def test_a_method_without_memory_figures_shows_dashes_not_zeros():
+    result = _result()
+    result["training"]["trajectory@mix"] = {"median_s": 0.29, "trainable_parameters": 5, "bytes_on_disk": 20}
+    result["targets"] = targets(result)
+    assert "| trajectory@mix | 5 | 0.290 | 0.29x | - | - | - | 20 |" in markdown(result)

@@ -92,12 +92,13 @@ def markdown(r: dict[str, Any]) -> str:
                   "| method | trainable | step (s) | vs full | peak RSS (MB) | training memory (MB) | vs full | bytes on disk |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, t in tr.items():
-            mm = mem.get(name, {})
+            mm = mem.get(name)
             ref_mem = mem.get("full", {}).get("training_memory_mb")
+            memory = (f"{mm['peak_rss_mb']:.0f} | {mm['training_memory_mb']:.0f} | "
+                      f"{ratio(mm['training_memory_mb'], ref_mem or 0):.2f}x") if mm else "- | - | -"  # not measured
             lines.append(
                 f"| {name} | {t['trainable_parameters']:,} | {t['median_s']:.3f} | "
-                f"{ratio(t['median_s'], full['median_s']) if full else float('nan'):.2f}x | {mm.get('peak_rss_mb', 0):.0f} | "
-                f"{mm.get('training_memory_mb', 0):.0f} | {ratio(mm.get('training_memory_mb', 0), ref_mem or 0):.2f}x | "
+                f"{ratio(t['median_s'], full['median_s']) if full else float('nan'):.2f}x | {memory} | "
                 f"{t['bytes_on_disk']:,} |")
         lines += ["", "Training memory = peak RSS minus RSS after imports (weights, gradients, optimiser state, "
                   "activations); each method measured in its own process."]
