@@ -4,8 +4,9 @@
 # call; threshold 0.9 in semi-AR blocks of 8; threshold 0.9 with the approximate prompt cache; the
 # exact prompt cache for adapters trained with prefix prompt attention) on the many-task study's
 # seed-42 trajectory and LoRA adapters (reports/tasks/runs) for SQuAD, CommonGen, XSum (or GSM8K
-# where XSum has no adapters) and SST-2; then the bench's decoding part (throughput at batch 32,
-# trajectory vs frozen base with its noise floor); then reports/generation-speed.md.
+# where XSum has no adapters) and SST-2; then the bench's decoding part (the confidence-independent
+# settings' throughput at batch 32 on a synthetic batch; trajectory vs frozen base at fixed-4 with
+# its noise floor: run it on an otherwise idle machine); then reports/generation-speed.md.
 #
 # Usage (from the repository root):
 #   bash reports/generation-speed/run.sh <base dir> [data root] [rows per task]

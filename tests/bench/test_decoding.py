@@ -173,10 +173,9 @@ def _bench_result():
 def test_bench_decoding_targets_by_hand():
     result = _bench_result()
     got = {t["target"]: (round(t["value"], 4), t["met"]) for t in targets(result) if t.get("part") == "decoding"}
-    assert got == {"threshold-0.9 generation throughput / exact sampler (batch 32)": (5.0, True),
-                   "trajectory generation latency / frozen base at threshold-0.9 (batch 32)": (1.03, False),
+    assert got == {"trajectory generation latency / frozen base at threshold-0.9 (batch 32)": (1.03, False),
                    "noise floor of that latency ratio: |frozen base / frozen base - 1| (%)": (0.4, True)}
     result["targets"] = targets(result)
     text = markdown(result)
-    assert "| threshold-0.9 generation throughput / exact sampler (batch 32) | 5.000x | >= 4.000x | yes |" in text
+    assert "throughput / exact sampler" not in text.split("## Parallel decoding")[0]  # a target of the studies
     assert "| fixed-4 | 10 | 24.00 |" in text and "Noise floor: the frozen base timed twice" in text

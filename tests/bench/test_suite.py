@@ -33,14 +33,14 @@ def test_bench_cli_writes_every_figure(tmp_path, capsys):
     dec = result["decoding"]
     assert set(dec["settings"]) == {"exact", "threshold-0.9", "fixed-4"} and dec["response_tokens"] == 11
     assert dec["settings"]["fixed-4"]["passes_per_sample"] == 3  # ceil(11 / 4), every row in every call
-    assert dec["settings"]["fixed-4"]["calls"] == 3 and dec["latency"]["setting"] == "threshold-0.9"
+    assert dec["settings"]["fixed-4"]["calls"] == 3 and dec["latency"]["setting"] == "fixed-4"
     assert dec["latency"]["base"]["runs"] == 1 and dec["latency"]["noise"]["ratio"] > 0
-    assert len(result["targets"]) == 10 and "git_commit" in result
+    assert len(result["targets"]) == 9 and "git_commit" in result
     text = (tmp_path / "out" / "bench.md").read_text()
     assert "## Targets" in text and "trajectory train step / full FT" in text
     assert "## Parallel decoding (batch 3," in text and "Noise floor" in text
     printed = capsys.readouterr().out
-    assert printed.count("(bound ") == 10 and "bench.md" in printed
+    assert printed.count("(bound ") == 9 and "bench.md" in printed
 
 
 def test_bench_reuses_an_earlier_result_without_the_decoding_part(tmp_path):
@@ -57,7 +57,7 @@ def test_bench_reuses_an_earlier_result_without_the_decoding_part(tmp_path):
     assert "decoding" not in first and first["parts_reused"] == {"training": "old", "memory": "old"}
     both = run_bench(BenchConfig(**small, parts=["decoding"]))
     assert set(both["parts_reused"]) == {"training", "memory", "inference"}
-    assert len(both["targets"]) == len(first["targets"]) + 3
+    assert len(both["targets"]) == len(first["targets"]) + 2
     assert both["decoding"]["settings"]["fixed-4"]["passes_per_sample"] == 3  # ceil(11 / 4)
 
 

@@ -35,8 +35,6 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     if r.get("decoding"):
         d, batch = r["decoding"], r["config"].get("decoding_batch")
         s = d["latency"]["setting"]
-        add(f"{s} generation throughput / exact sampler (batch {batch})",
-            d["settings"][s]["throughput_vs_exact"]["ratio"], 4.0, higher=True, part="decoding")
         add(f"trajectory generation latency / frozen base at {s} (batch {batch})",
             d["latency"]["trajectory_vs_base"]["ratio"], 1.02, part="decoding")
         add("noise floor of that latency ratio: |frozen base / frozen base - 1| (%)",
