@@ -4,26 +4,30 @@
 # whose task has finished, t-SNE of their perturbations by phase and by task, and the learning
 # curve of every method on SST-2. Usage (from the repository root):
 #   bash reports/analysis/run.sh <base dir> [data root] [rows]
-# Idempotent: an analysis whose output exists is skipped. Scaling is its own script (scaling.sh).
+# Idempotent: an analysis whose output exists is skipped (the t-SNE is redone when more tasks have finished). Scaling is its own script (scaling.sh).
 set -euo pipefail
 BASE=${1:?usage: bash reports/analysis/run.sh <base dir> [data root] [rows]}
 DATA=${2:-../shared/data}
 ROWS=${3:-64}
 RUNS=reports/tasks/runs
 OUT=reports/analysis
-adapters=()
+adapters=() paths=()
 for task in sst2 squad commongen ag_news trec strategyqa; do
   adapter=$RUNS/$task/trajectory/seed-42/adapter
   [ -f "$RUNS/$task/trajectory/seed-42/result.json" ] || { echo "[analysis] $task: study run not finished, skipped"; continue; }
-  adapters+=(--adapter "$adapter")
+  adapters+=(--adapter "$adapter") paths+=("$adapter")
   if [ ! -f "$OUT/effective-rank/$task/effective_rank.json" ]; then
     echo "[analysis] effective rank (Eq. 28) of $task"
     lora-diffusion analyze-rank --adapter "$adapter" --base "$BASE" --task "$task" --data-root "$DATA" \
       --over steps --max-rows "$ROWS" --output-dir "$OUT/effective-rank/$task" --seed 0
   fi
 done
-if [ ${#adapters[@]} -gt 0 ] && [ ! -f "$OUT/tsne/tsne.json" ]; then
-  echo "[analysis] t-SNE of ${#adapters[@]} trajectory adapters"
+same_adapters() {  # the t-SNE on disk covers exactly these adapters (more tasks finished: redone)
+  python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["adapters"] != sys.argv[2:])' \
+    "$OUT/tsne/tsne.json" "$@" 2>/dev/null
+}
+if [ ${#paths[@]} -gt 0 ] && ! same_adapters "${paths[@]}"; then
+  echo "[analysis] t-SNE of ${#paths[@]} trajectory adapters"
   lora-diffusion analyze-tsne "${adapters[@]}" --base "$BASE" --data-root "$DATA" --max-rows "$ROWS" \
     --output-dir "$OUT/tsne" --seed 0
 fi
