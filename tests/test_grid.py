@@ -75,3 +75,20 @@ def test_verdicts():
     far = verdict({1: 90.0, 2: 91.0, 3: 90.5, 4: 90.7}, {1: 50.0, 2: 50.9, 3: 50.4, 4: 50.8}, 1)
     assert far["verdict"].startswith("distinguishable") and far["difference"] == pytest.approx(40.025)
     assert verdict({1: 50.0}, {1: 60.0}, 1)["verdict"] == f"{NOISE} (one seed)"
+
+
+def test_summary_over_factors(tmp_path):
+    from lora_diffusion.report_grid import main as summary_main
+
+    rep = {"results": {"sst2/trajectory": {
+        "k=1": {"default": True, "summary": {"n": 3, "mean": 72.5, "sd": 1.25}, "verdict": "reference"},
+        "k=2": {"default": False, "summary": {"n": 3, "mean": 74.0, "sd": 0.5}, "difference": 1.5,
+                "p_bonferroni": 0.0123, "verdict": "better"}}}}
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "grid_report.json").write_text(json.dumps(rep))
+    assert summary_main([str(tmp_path / "summary.md"), str(tmp_path / "modules"), str(tmp_path / "ranks")]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "| modules | sst2/trajectory | k=1 **(default)** | 72.50 +- 1.25 (n=3) |  |  | reference |" in text
+    assert "| modules | sst2/trajectory | k=2 | 74.00 +- 0.50 (n=3) | +1.50 | 0.0123 | better |" in text
+    assert "Not measured yet: ranks." in text
+    assert summary_main([str(tmp_path / "x.md")]) == 2

@@ -34,3 +34,5 @@ for d in "$OUT"/*/; do
   $LD report --study "$d" --output "reports/ablations/$f" \
     --study-command "bash reports/ablations/run.sh $BASE $DATA (factor $f)"
 done
+python -m lora_diffusion.report_grid reports/ablations/summary.md \
+  reports/ablations/{ranks,modules,lambda_rank,lambda_orth,banks,sigmas,encoder,steps,schedule,data_efficiency}

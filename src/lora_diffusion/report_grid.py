@@ -130,3 +130,48 @@ def write_grid_report(study_dir: str | Path, out_dir: str | Path, command: str =
              f"'{NOISE}' when p_adj >= {ALPHA} (or, with 2 seeds, when the 95% CIs overlap).", *lines]
     atomic_write_json(out / "grid_report.json", {"grid": grid, "points": points, "results": numbers})
     return atomic_write_text(out / "report.md", "\n".join(text) + "\n")
+
+
+def summary_table(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """One markdown table over several grid reports (``{factor: grid_report.json contents}``):
+    per factor, (task, method) and point, the mean +- sd over seeds, the paired difference
+    from that factor's default point, p_adj and the verdict."""
+    lines = ["| factor | task / method | point | mean +- sd (n) | diff vs default | p_adj | verdict |",
+             "|---|---|---|---|---:|---:|---|"]
+    for factor, rep in reports.items():
+        for cell, points in rep["results"].items():
+            for slug, p in points.items():
+                s = p["summary"]
+                mean = f"{s['mean']:.2f} +- {s['sd']:.2f} (n={s['n']})" if s.get("n") else "-"
+                diff = "" if p.get("default") else (f"{p['difference']:+.2f}" if p.get("difference") is not None else "-")
+                padj = "" if p.get("p_bonferroni") is None else f"{p['p_bonferroni']:.3g}"
+                name = f"{slug} **(default)**" if p.get("default") else slug
+                lines.append(f"| {factor} | {cell} | {name} | {mean} | {diff} | {padj} | {p.get('verdict', '')} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lora_diffusion.report_grid SUMMARY.md REPORT_DIR...``: one table over the grid
+    reports (``grid_report.json``) of several factors, each named by its folder."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2:
+        print("usage: python -m lora_diffusion.report_grid SUMMARY.md REPORT_DIR...", file=sys.stderr)
+        return 2
+    found = {Path(d).name: Path(d) / "grid_report.json" for d in args[1:]}
+    reports = {name: json.loads(path.read_text()) for name, path in found.items() if path.is_file()}
+    text = ["# Ablations: every factor beside its default", "",
+            "Each factor's own report (`<factor>/report.md`) holds its command, grid and figures. Scores: the "
+            "primary metric on the reported split (%), final checkpoint; differences paired over seeds, "
+            f"Bonferroni within a factor; '{NOISE}' when p_adj >= {ALPHA}.", "", *summary_table(reports)]
+    missing = sorted(set(found) - set(reports))
+    if missing:
+        text += ["", f"Not measured yet: {', '.join(missing)}."]
+    atomic_write_text(Path(args[0]), "\n".join(text) + "\n")
+    print(f"written: {args[0]} ({len(reports)} factors)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
