@@ -127,3 +127,10 @@ def test_task_report_marks_diverged_runs(tmp_path):
     table = "\n".join(headline_table(collect_tasks(tmp_path), collect_failed(tmp_path)))
     assert "| full | 10 (100.00%) | 40.0 | 40.0 |" in table
     assert "| prefix | - | - (diverged: 1 seed) | - |" in table
+
+
+def test_mean_step_time_skips_runs_that_timed_no_step():
+    from lora_diffusion.report_tasks import mean_step_time
+
+    assert mean_step_time([{"mean_time_per_step_s": 1.0}, {"mean_time_per_step_s": None}, {"mean_time_per_step_s": 2.0}]) == "1.500"
+    assert mean_step_time([{"mean_time_per_step_s": None}]) == "-"

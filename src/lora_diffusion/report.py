@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .report_tasks import mean_step_time
 from .stats import compare_paired, summarize
 from .utils.io import atomic_write_text
 
@@ -63,7 +64,7 @@ def tables(data: dict[str, dict[int, dict[str, Any]]]) -> str:
     for m in methods:
         s = [r["summary"] for r in data[m].values()]
         lat = list(_metric(data[m], "dev", "seconds_per_sample").values())
-        lines.append(f"| {m} | {s[0]['steps']} | {sum(x['mean_time_per_step_s'] or 0 for x in s) / len(s):.3f} | "
+        lines.append(f"| {m} | {s[0]['steps']} | {mean_step_time(s)} | "
                      f"{sum(x['peak_memory_mb'] for x in s) / len(s):.0f} | "
                      f"{f'{1000 * sum(lat) / len(lat):.1f}' if lat else '-'} |")
     lines += ["", "Peak memory is the process's peak RSS, which only grows over the runs a study makes in one "

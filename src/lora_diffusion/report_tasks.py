@@ -118,10 +118,17 @@ def task_tables(data) -> list[str]:
                 vals += [cell(list(_values(runs, k, raw=True).values())) for k in keys]
             for key in ("accuracy", "head_accuracy")[: len(extra)]:
                 vals.append(cell([100 * r["dev"][key] for r in runs.values() if key in r["dev"]]))
-            step = sum(r["summary"]["mean_time_per_step_s"] or 0 for r in runs.values()) / len(runs)
+            step = mean_step_time([r["summary"] for r in runs.values()])
             gen = sum(r["dev"]["seconds_per_sample"] for r in runs.values()) / len(runs)
-            lines.append(f"| {m} | " + " | ".join(vals) + f" | {step:.3f} | {gen:.3f} |")
+            lines.append(f"| {m} | " + " | ".join(vals) + f" | {step} | {gen:.3f} |")
     return lines
+
+
+def mean_step_time(summaries: list[dict[str, Any]]) -> str:
+    """Mean train step time (s) over the runs that timed steps; ``-`` when none did (a run
+    resumed at its last step trains no step in its final process)."""
+    times = [s["mean_time_per_step_s"] for s in summaries if s.get("mean_time_per_step_s") is not None]
+    return f"{sum(times) / len(times):.3f}" if times else "-"
 
 
 def statistics(data) -> list[str]:
