@@ -134,3 +134,13 @@ def test_mean_step_time_skips_runs_that_timed_no_step():
 
     assert mean_step_time([{"mean_time_per_step_s": 1.0}, {"mean_time_per_step_s": None}, {"mean_time_per_step_s": 2.0}]) == "1.500"
     assert mean_step_time([{"mean_time_per_step_s": None}]) == "-"
+
+
+def test_trainable_cell_gives_the_range_over_tasks_heads():
+    from lora_diffusion.report_tasks import trainable_cell
+
+    a = {"trainable_parameters": 1_029_328, "percent_of_base": 4.5256}
+    b = {"trainable_parameters": 1_030_868, "percent_of_base": 4.5323}
+    assert trainable_cell([b, a]) == "1,029,328 to 1,030,868 (4.53%)"
+    assert trainable_cell([a, a]) == "1,029,328 (4.53%)"
+    assert trainable_cell([]) == "-"

@@ -81,7 +81,7 @@ def headline_table(data, failed: dict[tuple[str, str], list[int]] | None = None)
     lines = ["| method | trainable (% of base) | " + " | ".join(heads) + " | mean |",
              "|---|---:|" + "---:|" * (len(tasks) + 1)]
     for m in methods:
-        acc = next((next(iter(data[t][m].values()))["summary"]["accounting"] for t in tasks if m in data[t]), None)
+        accs = [next(iter(data[t][m].values()))["summary"]["accounting"] for t in tasks if m in data[t]]
         cells, means = [], []
         for t in tasks:
             vals = list(_values(data[t].get(m, {})).values())
@@ -90,9 +90,20 @@ def headline_table(data, failed: dict[tuple[str, str], list[int]] | None = None)
             if vals:
                 means.append(sum(vals) / len(vals))
         avg = f"{sum(means) / len(means):.1f}" if len(means) == len(tasks) else "-"
-        pct = f"{acc['trainable_parameters']:,} ({acc['percent_of_base']:.2f}%)" if acc else "-"
+        pct = trainable_cell(accs)
         lines.append(f"| {m} | {pct} | " + " | ".join(cells) + f" | {avg} |")
     return lines
+
+
+def trainable_cell(accounts: list[dict[str, Any]]) -> str:
+    """Trainable parameters (% of base) of a method over its tasks: one figure, or the range
+    when tasks differ (each classification task's head has its own number of labels)."""
+    if not accounts:
+        return "-"
+    low = min(accounts, key=lambda a: a["trainable_parameters"])
+    high = max(a["trainable_parameters"] for a in accounts)
+    span = f"{low['trainable_parameters']:,}" + (f" to {high:,}" if high != low["trainable_parameters"] else "")
+    return f"{span} ({low['percent_of_base']:.2f}%)"
 
 
 def task_tables(data) -> list[str]:
