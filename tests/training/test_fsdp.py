@@ -14,7 +14,6 @@ Slow: every method and the multi-task model, gradient checkpointing, bf16.
 accelerate 1.15 does not start FSDP on CPU, so ``fsdp_worker.py`` sets the accelerator state
 it has on GPUs; accelerate's FSDP preparation and the trainer run unchanged from there."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from lora_diffusion.training.distributed import (
     check_launch_mode,
     replicated_modules,
 )
-from tests.training.launch import run_workers
+from tests.training.launch import check_finetune_end_to_end, compare_runs, load_run, run_workers
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 FAST = ["full", "trajectory", "bitfit"]
@@ -43,23 +42,10 @@ def _run(out: Path, world: int, names: list[str], checkpointing: bool = False, p
                 "FSDP worker")
 
 
-def _load(root: Path, name: str, kind: str):
-    run = root / f"{name}-{kind}"
-    return json.loads((run / "losses.json").read_text()), load_file(str(run / "trained.safetensors"))
-
-
 def _compare(one: Path, two: Path, names: list[str]) -> None:
+    compare_runs(one, two, names, "FSDP")
     for name in names:
-        ref, a = _load(one, name, "straight")
-        for kind in ("straight", "resumed"):
-            got, b = _load(two, name, kind)
-            assert ref["world"] == 1 and got["world"] == 2 and got["distributed_type"].endswith("FSDP")
-            assert got["losses"] == pytest.approx(ref["losses"], rel=1e-5, abs=1e-6), (name, kind)
-            assert sorted(a) == sorted(b)
-            worst = max((a[k] - b[k]).abs().max().item() for k in a)
-            # full fine-tuning: FSDP's reduce-scatter sums a sharded gradient in another order (1.9e-5 seen)
-            assert worst < (1e-4 if name == "full" else 1e-5), (name, kind, worst)
-            assert got["after"] == pytest.approx(ref["after"], rel=1e-4), (name, kind)  # the unsharded model
+        a = load_file(str(one / f"{name}-straight" / "trained.safetensors"))
         single_resumed = load_file(str(one / f"{name}-resumed" / "trained.safetensors"))
         assert all(torch.equal(single_resumed[k], a[k]) for k in a), name  # resume is exact in one process
 
@@ -73,27 +59,7 @@ def test_fsdp_equals_one_process(tmp_path):
 def test_finetune_end_to_end_under_fsdp(tmp_path):
     """``run_finetune`` (trajectory): rank 0 saves the adapter and evaluates after training, on
     the model the trainer unsharded; both equal the single-process run."""
-    from lora_diffusion.hub import save_base
-    from lora_diffusion.testing import tiny_backbone
-
-    base = tiny_backbone("bert", seed=0)
-    base.mlm.config.hidden_dropout_prob = base.mlm.config.attention_probs_dropout_prob = 0.0
-    save_base(base, tmp_path / "base")
-    texts = ["a fine film", "dull", "so so and long", "great", "bad acting", "moving", "flat", "fun"]
-    rows = [{"prompt": f"{w} is", "response": ["yes", "no"][i % 2]} for i, w in enumerate(texts * 2)]
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for world, out in ((1, "one"), (2, "two")):
-        _run(tmp_path / out, world, [], args=["finetune", str(tmp_path / "base"), str(tmp_path / "train.jsonl"),
-                                              str(tmp_path / out), "trajectory"])
-    one, two = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("one", "two"))
-    assert one["summary"]["processes"] == 1 and two["summary"]["processes"] == 2
-    assert [h["loss"] for h in json.loads((tmp_path / "two" / "training_history.json").read_text())] == \
-        pytest.approx([h["loss"] for h in json.loads((tmp_path / "one" / "training_history.json").read_text())],
-                      rel=1e-5)
-    a, b = (load_file(str(tmp_path / d / "adapter" / "adapter_model.safetensors")) for d in ("one", "two"))
-    assert sorted(a) == sorted(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
-    assert two["dev"]["metrics"] == one["dev"]["metrics"]
-    assert two["dev_denoising"] == pytest.approx(one["dev_denoising"], rel=1e-4)
+    check_finetune_end_to_end(tmp_path, lambda out, world, args: _run(out, world, [], args=args))
 
 
 @pytest.mark.slow
@@ -115,13 +81,13 @@ def test_bf16_under_fsdp(tmp_path):
     _run(tmp_path / "one", 1, names, precision="bf16")
     _run(tmp_path / "two", 2, names, precision="bf16")
     for name in names:
-        ref, a = _load(tmp_path / "one", name, "straight")
+        ref, a = load_run(tmp_path / "one", name, "straight")
         for kind in ("straight", "resumed"):
-            got, b = _load(tmp_path / "two", name, kind)
+            got, b = load_run(tmp_path / "two", name, kind)
             assert got["distributed_type"].endswith("FSDP")
             assert got["losses"] == pytest.approx(ref["losses"], rel=2e-3), (name, kind)
             assert max((a[k] - b[k]).abs().max().item() for k in a) < 5e-2, (name, kind)
-        assert _load(tmp_path / "two", name, "resumed")[0]["losses"] == _load(tmp_path / "two", name, "straight")[0]["losses"]
+        assert load_run(tmp_path / "two", name, "resumed")[0]["losses"] == load_run(tmp_path / "two", name, "straight")[0]["losses"]
 
 
 def test_launch_modes():
