@@ -50,7 +50,8 @@ refused unless ``prefix`` is given explicitly (it would evaluate another functio
 
 Supported: the a2d family (causal LMs run bidirectionally through a 4D mask: llama, qwen2,
 qwen3, mistral, gpt2) and BERT-style masked LMs (bert, roberta, xlm-roberta, electra), whose
-self-attention consumes ``past_key_values`` and whose embeddings take explicit position ids.
+self-attention consumes a key/value cache (the ``cache`` argument from transformers 5.24, ``past_key_values``
+before it; ``cache_argument`` finds which) and whose embeddings take explicit position ids.
 Refused with one line: remote-code diffusion LMs, other masked LMs (their attention ignores or
 rejects a cache), the ``prefix`` method (its attention wrapper ignores the cache), deep
 trajectory sites (``deep_layers``: t-dependent perturbations inside the trunk, which also pool
@@ -133,6 +134,13 @@ def prompt_layout(backbone, generate_mask: Tensor, attention_mask: Tensor):
         backbone.prompt_len = saved
 
 
+def cache_argument(trunk: torch.nn.Module) -> str | None:
+    """The name under which ``trunk.forward`` takes a key/value cache: ``cache`` (transformers >= 5.24),
+    ``past_key_values`` (before), or None where it takes none."""
+    params = inspect.signature(type(trunk).forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
+
+
 def check_support(model: torch.nn.Module, backbone, mode: str, attention: str) -> None:
     """Refuse, with one line naming the option, a backbone / method that cannot run ``mode``
     with ``attention`` (see the module docstring)."""
@@ -149,7 +157,7 @@ def check_support(model: torch.nn.Module, backbone, mode: str, attention: str) -
         raise ConfigError(f"{name}: remote-code diffusion LMs ({kind!r}) take neither a 4D attention mask nor "
                           "past_key_values; use prompt_cache=none, prompt_attention=full", field=name)
     supported = MASKED_TYPES if backbone.family == "masked" else A2D_TYPES
-    if kind not in supported or "past_key_values" not in inspect.signature(type(backbone.trunk).forward).parameters:
+    if kind not in supported or cache_argument(backbone.trunk) is None:
         raise ConfigError(f"{name}: {kind!r} ({backbone.family} family) does not consume a key/value cache and a 4D "
                           f"mask the way prompt caching needs; supported: {', '.join(MASKED_TYPES + A2D_TYPES)}",
                           field=name)
@@ -270,7 +278,7 @@ class PromptCache:
                all_layers: bool = False):
         bb, kwargs = self.backbone, {"attention_mask": bias, "output_hidden_states": all_layers}
         if past is not None:
-            kwargs["past_key_values"] = past
+            kwargs[cache_argument(bb.trunk)] = past
         if positions is not None:
             kwargs["position_ids"] = positions
         if bb.family == "a2d":

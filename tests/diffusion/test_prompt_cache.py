@@ -221,3 +221,19 @@ def test_a_method_reading_every_layer_gets_full_passes_and_the_same_samples(batc
     out = _generate(model, batch, "exact", "prefix", "threshold_blocks", stats)
     assert torch.equal(out, _generate(model, batch, "none", "prefix", "threshold_blocks"))
     assert stats["cached_passes"] == 0 and stats["full_passes"] > 1
+
+
+def test_the_cache_argument_is_found_under_either_transformers_name():
+    """transformers 5.24 renamed ``past_key_values`` to ``cache``: both are found, a trunk with neither is None."""
+    from lora_diffusion.prompt_cache import cache_argument
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids, cache=None, **kwargs): ...
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids, past_key_values=None, **kwargs): ...
+
+    class Neither(torch.nn.Module):
+        def forward(self, input_ids, **kwargs): ...
+
+    assert [cache_argument(m()) for m in (New, Old, Neither)] == ["cache", "past_key_values", None]

@@ -41,8 +41,9 @@ def _extend_mask(mask: torch.Tensor | None, num_prefix: int) -> torch.Tensor | N
     return torch.cat([pad, mask], dim=-1)
 
 
-def _prefixed_forward(self, hidden_states, attention_mask=None, past_key_values=None, **kwargs):
-    """BertSelfAttention.forward with the layer's prefix keys/values prepended."""
+def _prefixed_forward(self, hidden_states, attention_mask=None, past_key_values=None, cache=None, **kwargs):
+    """BertSelfAttention.forward with the layer's prefix keys/values prepended (a key/value cache, named
+    ``past_key_values`` or, from transformers 5.24, ``cache``, is ignored: ``check_support`` refuses it)."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     from transformers.models.bert.modeling_bert import eager_attention_forward
 

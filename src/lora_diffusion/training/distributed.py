@@ -132,4 +132,7 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     if not getattr(mlm, "supports_gradient_checkpointing", False):
         raise ConfigError(f"train.gradient_checkpointing: {type(mlm).__name__} does not support it",
                           field="train.gradient_checkpointing")
-    mlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(mlm, "activation_checkpointing_enable"):  # transformers >= 5.24 renamed it
+        mlm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        mlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
