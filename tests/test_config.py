@@ -50,3 +50,15 @@ def test_bad_yaml_file_is_named(tmp_path):
 def test_warmup_capped_for_short_runs():
     assert TrainConfig(max_steps=100, warmup_steps=500).effective_warmup() == 10
     assert TrainConfig(max_steps=100_000, warmup_steps=500).effective_warmup() == 500
+
+
+def test_yaml_12_booleans_an_unquoted_no_is_text(tmp_path):
+    """YAML 1.1 reads no/off/yes as booleans ('the Norway problem'); configs and overrides read
+    YAML 1.2: only true/false are booleans, and a boolean field still takes yes/no as text."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  mixed_precision: no\n  tensorboard: yes\n")
+    cfg = load_config(PretrainConfig, path, [])
+    assert cfg.train.mixed_precision == "no" and cfg.train.tensorboard is True
+    cfg = load_config(PretrainConfig, None, ["train.mixed_precision=no", "train.tensorboard=off"])
+    assert cfg.train.mixed_precision == "no" and cfg.train.tensorboard is False
+    assert load_config(PretrainConfig, None, ["train.tensorboard=TRUE"]).train.tensorboard is True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,23 @@ from .diffusion.loss import LOSS_KINDS
 from .diffusion.schedules import SCHEDULES
 
 T = TypeVar("T")
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only true/false (any case) are booleans, so an
+    unquoted ``no``, ``off`` or ``y`` stays text (``train.mixed_precision: no`` means "no")."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text (a file, or the value of a ``key=value`` override) with YAML 1.2 booleans."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 class ConfigError(ValueError):
@@ -195,8 +213,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if tp is bool:
         if isinstance(value, str):
             low = value.lower()
-            require(low in ("true", "false", "1", "0", "yes", "no"), name, f"expected a boolean, got {value!r}")
-            return low in ("true", "1", "yes")
+            require(low in ("true", "false", "1", "0", "yes", "no", "on", "off"), name,
+                    f"expected a boolean, got {value!r}")
+            return low in ("true", "1", "yes", "on")
         require(isinstance(value, bool), name, f"expected a boolean, got {value!r}")
         return value
     if tp in (int, float):
@@ -302,7 +321,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         line = raw[: err.start].count(b"\n") + 1
         raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x})") from None
     try:
-        loaded = yaml.safe_load(text)
+        loaded = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -338,7 +357,7 @@ def _parse_pairs(pairs: list[str]) -> list[tuple[str, Any]]:
     for pair in pairs:
         require("=" in pair, pair, "override must look like key=value")
         key, value = pair.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(value)))
+        out.append((key.strip(), load_yaml(value)))
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import ConfigError
+from ..config import ConfigError, load_yaml
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -82,7 +82,7 @@ def load_pairs(pairs: list[str]) -> dict[str, object]:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
         key, value = pair.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = load_yaml(value)
         except yaml.YAMLError:
             raise ConfigError(f"--set {pair!r}: the value is not valid YAML") from None
     return out

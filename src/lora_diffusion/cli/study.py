@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, load_yaml
 from .common import add_common, flag_overrides, load_pairs
 
 
@@ -64,7 +64,7 @@ def parse_grid(pairs: list[str]) -> dict[str, list]:
         if key in grid:
             raise ConfigError(f"--grid {key}: given twice")
         try:
-            grid[key] = [yaml.safe_load(v) for v in split_values(values)]
+            grid[key] = [load_yaml(v) for v in split_values(values)]
         except yaml.YAMLError:
             raise ConfigError(f"--grid {pair!r}: a value is not valid YAML") from None
         if any(v is None for v in grid[key]):
