@@ -13,6 +13,12 @@ trunk through a per-batch ``prompt_cache.PromptCache`` for the reverse run, tell
 of every call; the method's hook still runs on the returned (B, L, D) hidden states. A model
 trained with prefix prompt attention (``DiffusionLM.prompt_attention``) is always routed so, with
 the attention ``cfg`` names (``GenerationOptions.sampler`` resolves it: by default the model's own).
+
+Precision (``SamplerConfig.precision``): ``bf16`` runs every model call of the reverse run under
+``torch.autocast`` with bfloat16 (matrix products in bf16, weights cast once per run by autocast's
+cache; layer norms, softmax and the sampler's probabilities stay fp32; the saved weights are
+untouched). Outputs can differ from fp32 where two candidates are nearly tied, so its effect on
+a task's metric is measured like any other decoding option (``reports/generation-speed.md``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from .data.encoding import pad_collate, response_tokens
 from .diffusion import get_schedule
 from .diffusion.sampler import (
     PARALLEL,
+    PRECISION,
     PROMPT_ATTENTION,
     PROMPT_CACHE,
     REMASKING,
@@ -88,7 +95,8 @@ def generate(
 
     if cache is not None:
         denoise.new_block = cache.new_block
-    with installed(backbone, cache):
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    with installed(backbone, cache), autocast:
         out = sample(denoise, batch["input_ids"].to(device), gen_mask, backbone.mask_token_id,
                      get_schedule(backbone.diffusion.schedule), cfg, generator)
     if cache is not None and cache_stats is not None:
@@ -118,7 +126,9 @@ class GenerationOptions:
     ``prompt_attention``: full, prefix, or "" (default): the model's own, as trained and recorded
     with its adapter (``finetune --set prompt_attention=prefix``); on a bare base (nothing
     recorded) full, or prefix with ``exact``. ``exact`` on a model trained with full attention needs
-    an explicit ``prefix`` (``resolved_attention``)."""
+    an explicit ``prefix`` (``resolved_attention``).
+
+    ``precision``: fp32, or bf16 (the model calls under bfloat16 autocast; ``generate``)."""
 
     num_steps: int = 0
     remasking: str = "random"
@@ -132,6 +142,7 @@ class GenerationOptions:
     prompt_cache: str = "none"
     prompt_attention: str = ""  # "": the model's own (resolved_attention)
     response_length: int = 0
+    precision: str = "fp32"
     batch_size: int = 32
     seed: int = 0
 
@@ -152,6 +163,7 @@ class GenerationOptions:
                 f"must be one of {list(PROMPT_ATTENTION)} (or empty: the model's own), got {self.prompt_attention!r}")
         require(self.prompt_cache != "exact" or self.prompt_attention != "full", "prompt_cache",
                 "'exact' needs prompt_attention=prefix (under full attention the prompt sees the response)")
+        require(self.precision in PRECISION, "precision", f"must be one of {list(PRECISION)}, got {self.precision!r}")
         require(self.response_length >= 0, "response_length", f"must be >= 0, got {self.response_length}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
 
@@ -177,7 +189,7 @@ class GenerationOptions:
                              greedy=self.greedy, top_k=self.top_k, strategy=REMASKING[self.remasking],
                              block_length=self.block_length, parallel=self.parallel,
                              threshold=float(self.threshold), tokens_per_call=self.tokens_per_call,
-                             prompt_cache=self.prompt_cache,
+                             prompt_cache=self.prompt_cache, precision=self.precision,
                              prompt_attention=self.resolved_attention(model_attention))
 
 

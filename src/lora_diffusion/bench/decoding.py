@@ -10,7 +10,8 @@ A setting is a ``+``-joined name (``SETTING_PARTS``): ``exact`` (the default eve
 sampler at the adapter's T, the reference), ``low-confidence`` (LLaDA low-confidence remasking with
 T = R, one reveal per step), ``threshold-X`` / ``fixed-K`` (parallel decoding), ``block-N``
 (semi-AR blocks), ``approx-cache`` / ``exact-cache`` (prompt caching), ``prefix`` (prefix prompt
-attention), ``margin``, ``steps-N`` (T). Every setting runs under the adapter's prompt attention
+attention), ``margin``, ``steps-N`` (T), ``bf16`` (model calls under bfloat16 autocast). Every setting
+runs under the adapter's prompt attention
 (``prompt_attention`` in its adapter_config.json; full when absent).
 
 Per adapter and setting: one generation over all rows (same rows, same seed) gives the metric
@@ -42,10 +43,10 @@ from .harness import time_once
 from .prompt_cache import count_positions
 
 PARALLEL_GRID = ("threshold-0.9", "threshold-0.7", "threshold-0.5", "fixed-2", "fixed-4", "threshold-0.9+block-8",
-                 "threshold-0.9+approx-cache")
+                 "threshold-0.9+approx-cache", "exact+bf16", "threshold-0.9+bf16", "fixed-4+bf16")
 EXACT_CACHE = "threshold-0.9+exact-cache"  # only where the adapter was trained with prefix prompt attention
 SETTING_PARTS = ("exact", "low-confidence", "threshold-X", "fixed-K", "block-N", "steps-N", "margin",
-                 "approx-cache", "exact-cache", "prefix")
+                 "approx-cache", "exact-cache", "prefix", "bf16")
 
 
 def default_settings(prompt_attention: str = "full") -> list[str]:
@@ -87,9 +88,10 @@ def parse_setting(name: str, response_budget: int) -> dict[str, Any]:
             kw["block_length"] = _number(part, "block-", int, name)
         elif part.startswith("steps-"):
             kw["num_steps"] = _number(part, "steps-", int, name)
-        elif part in ("margin", "approx-cache", "exact-cache", "prefix"):
+        elif part in ("margin", "approx-cache", "exact-cache", "prefix", "bf16"):
             kw.update({"margin": {"remasking": "margin"}, "approx-cache": {"prompt_cache": "approximate"},
-                       "exact-cache": {"prompt_cache": "exact"}, "prefix": {"prompt_attention": "prefix"}}[part])
+                       "exact-cache": {"prompt_cache": "exact"}, "prefix": {"prompt_attention": "prefix"},
+                       "bf16": {"precision": "bf16"}}[part])
         else:
             raise ConfigError(f"settings: unknown part {part!r} in {name!r}; parts: {', '.join(SETTING_PARTS)}")
     return kw

@@ -64,7 +64,7 @@ class BenchConfig:
     # adapter is never confident: by default only those whose trunk passes do not depend on the
     # model's confidence (fixed-K; threshold settings are measured on trained adapters by
     # ``bench.decoding``, with their quality).
-    decoding_settings: list[str] = field(default_factory=lambda: ["fixed-2", "fixed-8"])
+    decoding_settings: list[str] = field(default_factory=lambda: ["fixed-2", "fixed-8", "fixed-4+bf16", "fixed-8+bf16"])
     decoding_setting: str = "fixed-4"  # trajectory vs frozen base latency (the same passes for both)
     parts: list[str] = field(default_factory=lambda: list(PARTS))  # others are kept from bench.json
     output_dir: str = "runs/bench"

@@ -41,6 +41,9 @@ def add_sampling(p: argparse.ArgumentParser, prefix: str = "sampling.") -> None:
                    help="prefix: prompt positions attend only to the prompt (default: as the adapter was trained)")
     g.add_argument("--response-length", type=int, dest=f"{prefix}response_length", metavar="N",
                    help="response positions, end token included (default: the adapter's budget)")
+    g.add_argument("--precision", dest=f"{prefix}precision", choices=["fp32", "bf16"],
+                   help="bf16: model calls under bfloat16 autocast (faster where the hardware has bf16 "
+                        "matrix units; outputs may differ slightly); default fp32")
     g.add_argument("--batch-size", type=int, dest=f"{prefix}batch_size", metavar="N")
     g.add_argument("--seed", type=int, dest=f"{prefix}seed", metavar="N", help="sampling seed")
 

@@ -51,6 +51,7 @@ STRATEGIES = ("ancestral", "low_confidence", "margin")
 PARALLEL = ("none", "threshold", "fixed")
 PROMPT_CACHE = ("none", "exact", "approximate")
 PROMPT_ATTENTION = ("full", "prefix")
+PRECISION = ("fp32", "bf16")
 REMASKING = {"random": "ancestral", "low_confidence": "low_confidence", "margin": "margin"}  # CLI names
 
 
@@ -68,6 +69,7 @@ class SamplerConfig:
     tokens_per_call: int = 2  # parallel=fixed: reveal this many positions per model call
     prompt_cache: str = "none"  # none, exact (needs prompt_attention=prefix) or approximate (prompt_cache.py)
     prompt_attention: str = "full"  # full, or prefix: prompt queries see only prompt keys
+    precision: str = "fp32"  # fp32, or bf16: the model calls under bf16 autocast (``generation.generate``)
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -90,6 +92,8 @@ class SamplerConfig:
             raise ValueError(f"sampler.prompt_cache must be one of {PROMPT_CACHE}, got {self.prompt_cache!r}")
         if self.prompt_attention not in PROMPT_ATTENTION:
             raise ValueError(f"sampler.prompt_attention must be one of {PROMPT_ATTENTION}, got {self.prompt_attention!r}")
+        if self.precision not in PRECISION:
+            raise ValueError(f"sampler.precision must be one of {PRECISION}, got {self.precision!r}")
         if self.prompt_cache == "exact" and self.prompt_attention != "prefix":
             raise ValueError("sampler.prompt_cache 'exact' needs prompt_attention='prefix' "
                              "(under full attention the prompt sees the response)")

@@ -73,11 +73,7 @@ def adapter_delta(adapter: TrajectoryAdapter, h: Tensor, steps: Tensor, instruct
     (the same values as ``adapter(h, ..., select) - h[select]``, computed without the subtraction)."""
     if select is None:
         return adapter.delta(h, steps, instruction_mask, input_ids)
-    phase, e, c = adapter.condition(h, steps, instruction_mask, input_ids)
-    rows = select.nonzero()[:, 0]
-    if rows.numel() == 0:
-        return h.new_zeros(0, h.shape[-1])
-    return adapter._banked(h[select][:, None, :], phase[rows], e[rows], c[rows])[:, 0]
+    return adapter.selected_delta(h, steps, select, instruction_mask, input_ids)
 
 
 class ComposedTrajectoryModel(MultiTaskTrajectoryModel):

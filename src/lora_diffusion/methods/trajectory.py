@@ -150,18 +150,33 @@ class TrajectoryAdapter(nn.Module):
         phase, e, c = self.condition(h, steps, instruction_mask, input_ids, c)
         return self._banked(h, phase, e, c)
 
-    def _banked(self, h: Tensor, phase: Tensor, e: Tensor, c: Tensor) -> Tensor:
-        """sigma_p * bank_p(h, e, c) for each row's phase p: h (N, L, D) -> (N, L, D)."""
+    def _banked(self, h: Tensor, phase: Tensor, e: Tensor, c: Tensor, rows: Tensor | None = None) -> Tensor:
+        """sigma_p * bank_p(h, e, c) for each row's phase p: h (N, L, D) -> (N, L, D). ``rows``
+        (N,) long: h's row n belongs to batch row rows[n] (phase, e and c then have B rows and
+        are indexed per bank, ``PhaseBank.forward``); None: every argument has N rows."""
+        phase_n = phase if rows is None else phase[rows]
         if len(self.banks) == 1:  # one bank shared by the phases, each with its own sigma
-            return (self.sigmas[phase][:, None, None] * self.banks[0](h, e, c)).to(h.dtype)
-        parts, order = [], []
+            return (self.sigmas[phase_n][:, None, None] * self.banks[0](h, e, c, rows)).to(h.dtype)
+        out = None
         for p, bank in enumerate(self.banks):
-            rows = (phase == p).nonzero().squeeze(1)
-            if rows.numel():
-                parts.append(self.sigmas[p] * bank(h[rows], e[rows], c[rows]))
-                order.append(rows)
-        out = torch.cat(parts)  # (N, L, D) in bank order; put rows back in batch order
-        return out[torch.argsort(torch.cat(order))].to(h.dtype)
+            idx = (phase_n == p).nonzero().squeeze(1)
+            if idx.numel() == len(phase_n):  # every row in this phase (a whole generation batch)
+                return (self.sigmas[p] * bank(h, e, c, rows)).to(h.dtype)
+            if idx.numel():
+                part = self.sigmas[p] * bank(h[idx], e, c, idx if rows is None else rows[idx])
+                out = h.new_zeros(h.shape) if out is None else out
+                out = out.index_copy(0, idx, part.to(h.dtype))
+        return out
+
+    def selected_delta(self, h: Tensor, steps: Tensor, select: Tensor, instruction_mask: Tensor | None = None,
+                       input_ids: Tensor | None = None, c: Tensor | None = None) -> Tensor:
+        """delta_t at the ``select`` (B, L) positions only: (N, D) in ``select.nonzero()`` order
+        (g acts position-wise; only Enc(c) pools over the instruction, once per row)."""
+        phase, e, c = self.condition(h, steps, instruction_mask, input_ids, c)
+        rows = select.nonzero()[:, 0]
+        if rows.numel() == 0:
+            return h.new_zeros(0, h.shape[-1])
+        return self._banked(h[select][:, None, :], phase, e, c, rows)[:, 0]
 
     def forward(self, h: Tensor, steps: Tensor, instruction_mask: Tensor | None = None,
                 input_ids: Tensor | None = None, select: Tensor | None = None, read: Tensor | None = None,
@@ -173,12 +188,7 @@ class TrajectoryAdapter(nn.Module):
         read = h if read is None else read
         if select is None:
             return h + self.delta(read, steps, instruction_mask, input_ids, c)
-        phase, e, c = self.condition(read, steps, instruction_mask, input_ids, c)
-        rows = select.nonzero()[:, 0]
-        h_sel = h[select]
-        if rows.numel() == 0:
-            return h_sel
-        return h_sel + self._banked(read[select][:, None, :], phase[rows], e[rows], c[rows])[:, 0]
+        return h[select] + self.selected_delta(read, steps, select, instruction_mask, input_ids, c)
 
     def all_factors(self) -> list[list[tuple[Tensor, Tensor]]]:
         """(W_A, W_B) of every module, grouped by bank (phase banks, then deep sites)."""

@@ -55,18 +55,36 @@ class PhaseBank(nn.Module):
         nn.init.zeros_(self.gamma.bias)
         self.beta = beta_head(cond_dim, k * hidden, beta_rank)
 
-    def module_outputs(self, h: Tensor, e: Tensor, c: Tensor) -> Tensor:
-        """g_i for each module: h (N, L, D), e (N, d_t), c (N, C) -> (N, L, k, D)."""
-        n, length, _ = h.shape
-        x = torch.cat([h, e[:, None, :].expand(n, length, e.shape[-1]).to(h.dtype)], dim=-1)
-        z = torch.relu(self.down(x)).view(n, length, self.k, self.rank)
-        z = z * (1.0 + self.gamma(c)).view(n, 1, self.k, self.rank)
-        out = torch.einsum("nlkr,kdr->nlkd", z, self.up)
-        return out + self.beta(c).view(n, 1, self.k, self.hidden)
+    def _conditioning(self, h: Tensor, e: Tensor, c: Tensor, rows: Tensor | None):
+        """Per condition row, gathered to h's rows: (W_B^e Emb(t) (N, k r), gamma (N, k r),
+        beta (N, k, D)), with W_B = [W_B^h | W_B^e] split at column D. Computed once per row of e
+        and c (B of them) and then indexed by ``rows``, never once per selected position."""
+        w_e = self.down.weight[:, h.shape[-1]:]
+        te, gamma, beta = e.to(h.dtype) @ w_e.t(), 1.0 + self.gamma(c), self.beta(c).view(-1, self.k, self.hidden)
+        if rows is not None:
+            te, gamma, beta = te[rows], gamma[rows], beta[rows]
+        return te, gamma, beta
 
-    def forward(self, h: Tensor, e: Tensor, c: Tensor) -> Tensor:
-        """sum_i g_i: (N, L, D)."""
-        return self.module_outputs(h, e, c).sum(2)
+    def _activations(self, h: Tensor, te: Tensor, gamma: Tensor) -> Tensor:
+        """gamma_i(c) * ReLU(W_B^(i) [h ; Emb(t)]) for every module, stacked: (N, L, k r)."""
+        w_h = self.down.weight[:, :h.shape[-1]]
+        return torch.relu(h @ w_h.t() + te[:, None, :]) * gamma[:, None, :]
+
+    def module_outputs(self, h: Tensor, e: Tensor, c: Tensor, rows: Tensor | None = None) -> Tensor:
+        """g_i for each module: h (N, L, D), e (N, d_t), c (N, C) -> (N, L, k, D); ``rows`` as in
+        ``forward``."""
+        n, length, _ = h.shape
+        te, gamma, beta = self._conditioning(h, e, c, rows)
+        z = self._activations(h, te, gamma).view(n, length, self.k, self.rank)
+        return torch.einsum("nlkr,kdr->nlkd", z, self.up) + beta[:, None]
+
+    def forward(self, h: Tensor, e: Tensor, c: Tensor, rows: Tensor | None = None) -> Tensor:
+        """sum_i g_i = [W_A^(1) .. W_A^(k)] z + sum_i beta_i(c): (N, L, D), one matrix product
+        over the k r stacked activations z. ``rows`` (N,) long: row n of h is conditioned on
+        e[rows[n]] and c[rows[n]] (e (B, d_t), c (B, C)); None: e and c have h's N rows."""
+        te, gamma, beta = self._conditioning(h, e, c, rows)
+        up = self.up.transpose(1, 2).reshape(self.k * self.rank, self.hidden)  # (k r, D)
+        return self._activations(h, te, gamma) @ up.to(h.dtype) + beta.sum(1)[:, None, :]
 
     def factors(self) -> list[tuple[Tensor, Tensor]]:
         """(W_A^(i) (D, r), W_B^(i) (r, D + d_t)) for each module."""
