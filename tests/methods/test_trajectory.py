@@ -156,19 +156,49 @@ def test_bad_trajectory_configs_name_the_field():
         _model(ranks=[64, 8, 8])
 
 
-def test_adapter_at_selected_positions_equals_full_then_selected():
+@pytest.mark.parametrize("steps", [[3, 50, 80, 99], [90, 70, 99, 68]])  # mixed phases; all early
+@pytest.mark.parametrize("shared_bank", [False, True])
+def test_adapter_at_selected_positions_equals_full_then_selected(steps, shared_bank):
     from lora_diffusion.methods import TrajectoryConfig
     from lora_diffusion.methods.trajectory import TrajectoryAdapter
 
     torch.manual_seed(0)
-    adapter = TrajectoryAdapter(TrajectoryConfig(ranks=[8, 4, 2], time_dim=16, cond_dim=12), 32, 100, 100, 4)
+    ranks = [4, 4, 4] if shared_bank else [8, 4, 2]
+    cfg = TrajectoryConfig(ranks=ranks, time_dim=16, cond_dim=12, shared_bank=shared_bank)
+    adapter = TrajectoryAdapter(cfg, 32, 100, 100, 4)
     with torch.no_grad():
         for p in adapter.parameters():
             p.add_(0.1 * torch.randn_like(p))
     h = torch.randn(4, 9, 32)
-    steps = torch.tensor([3, 50, 80, 99])
+    steps = torch.tensor(steps)
     instr = torch.zeros(4, 9, dtype=torch.bool)
     instr[:, 1:4] = True
     select = torch.rand(4, 9, generator=torch.Generator().manual_seed(1)) < 0.4
     select[2] = False  # a row with nothing selected
     torch.testing.assert_close(adapter(h, steps, instr, select=select), adapter(h, steps, instr)[select])
+
+
+def test_bank_with_row_index_equals_the_equation_per_position():
+    """PhaseBank(h, e, c, rows) against g_i = W_A^(i) (gamma_i(c) * ReLU(W_B^(i) [h ; e])) + beta_i(c)
+    summed over i, written out position by position with each position's own row of e and c."""
+    from lora_diffusion.methods.trajectory_bank import PhaseBank
+
+    torch.manual_seed(0)
+    D, dt, C, r, k = 6, 3, 5, 2, 3
+    bank = PhaseBank(D, dt, C, r, k)
+    with torch.no_grad():
+        for p in bank.parameters():
+            p.copy_(torch.randn_like(p))
+    e, c = torch.randn(2, dt), torch.randn(2, C)  # two condition rows
+    h = torch.randn(5, 1, D)  # five selected positions
+    rows = torch.tensor([1, 0, 1, 1, 0])
+    got = bank(h, e, c, rows)[:, 0]
+    w_b = bank.down.weight.view(k, r, D + dt)
+    gamma = 1 + bank.gamma(c).view(2, k, r)
+    beta = bank.beta(c).view(2, k, D)
+    for n in range(5):
+        x, b = torch.cat([h[n, 0], e[rows[n]]]), rows[n]
+        want = sum(bank.up[i] @ (gamma[b, i] * torch.relu(w_b[i] @ x)) + beta[b, i] for i in range(k))
+        torch.testing.assert_close(got[n], want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bank(h, e[rows], c[rows]), bank(h, e, c, rows))  # gathered first: same
+    torch.testing.assert_close(bank.module_outputs(h, e, c, rows).sum(2), bank(h, e, c, rows), rtol=1e-5, atol=1e-5)
