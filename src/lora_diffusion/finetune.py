@@ -30,7 +30,8 @@ from .objective import DiffusionObjective
 from .runs import clear_run, prepare_run
 from .scoring import evaluate_encoded, write_predictions
 from .training.checkpoint import list_checkpoints
-from .training.trainer import Trainer, TrainingInterrupted, check_batch
+from .training.schedule import check_batch
+from .training.trainer import Trainer, TrainingInterrupted
 from .utils.io import atomic_write_json
 from .utils.repro import provenance, seed_everything
 

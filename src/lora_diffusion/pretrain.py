@@ -17,7 +17,8 @@ from .evaluation import nelbo
 from .hub import load_base, save_base
 from .objective import DiffusionObjective
 from .runs import clear_run, prepare_run
-from .training.trainer import Trainer, TrainingInterrupted, check_batch
+from .training.schedule import check_batch
+from .training.trainer import Trainer, TrainingInterrupted
 from .utils.io import atomic_write_json
 from .utils.repro import provenance
 

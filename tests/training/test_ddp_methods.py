@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from lora_diffusion.diffusion import sample_steps
 from lora_diffusion.methods.trajectory import phase_index
-from lora_diffusion.training.trainer import noise_seed
+from lora_diffusion.training.schedule import noise_seed
 from tests.training.launch import run_workers
 
 WORKER = Path(__file__).with_name("ddp_methods_worker.py")

@@ -138,3 +138,25 @@ def test_finetune_selects_on_validation_carved_from_train(tmp_path):
     assert result["validation"]["rows"] == 8 and result["train_rows"] == 24
     assert max(h["eval/primary"] for h in evals) == selection["selected_value"]
 
+
+
+def test_resumed_run_reports_the_training_time_of_every_segment(tmp_path):
+    from lora_diffusion.training.checkpoint import checkpoint_timing, list_checkpoints
+
+    first, _, _, _ = _setup(tmp_path, interrupt_at=2)
+    with pytest.raises(TrainingInterrupted):
+        first.fit()  # steps 1-2 kept (checkpoint of step 2), step 3 lost
+    before = checkpoint_timing(list_checkpoints(tmp_path / "checkpoints")[-1])
+    assert before["timed_steps"] == 1 and before["wall_s"] > 0  # step 2 (step 1 is the warm-up)
+    again, _, _, evaluate = _setup(tmp_path, interrupt_at=2)
+    evaluate.resumed = True
+    summary = again.fit(resume=True)  # steps 3-4, then the early stop
+    assert summary["wall_time_s"] >= before["wall_s"] + summary["wall_time_this_run_s"] - 1e-6
+    last = checkpoint_timing(list_checkpoints(tmp_path / "checkpoints")[-1])
+    assert last["timed_steps"] == 2 and last["wall_s"] > before["wall_s"]
+    assert summary["mean_time_per_step_s"] == pytest.approx(last["step_time_sum_s"] / 2)
+    done, _, _, evaluate = _setup(tmp_path, interrupt_at=4)
+    evaluate.resumed = True
+    finished = done.fit(resume=True)  # nothing left to train: the time is still the run's, not ~0
+    assert finished["steps_this_run"] == 0 and finished["wall_time_s"] >= last["wall_s"]
+    assert finished["mean_time_per_step_s"] == summary["mean_time_per_step_s"]

@@ -10,7 +10,8 @@ from lora_diffusion.hub import save_base
 from lora_diffusion.pretrain import run_pretrain
 from lora_diffusion.testing import tiny_backbone
 from lora_diffusion.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from lora_diffusion.training.trainer import Trainer, TrainingDiverged, batch_indices, lr_factor
+from lora_diffusion.training.schedule import batch_indices, lr_factor
+from lora_diffusion.training.trainer import Trainer, TrainingDiverged
 
 # Losses of the first 4 steps of `_tiny_pretrain` (seed 0), recorded on the CPU build of
 # torch 2.13.0. A change of the objective, masking, data order or optimiser moves them.

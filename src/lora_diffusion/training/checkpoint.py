@@ -73,12 +73,15 @@ def save_checkpoint(
     run_config: dict[str, Any] | None = None,
     *,
     gathered: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+    timing: dict[str, float] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically under ``root`` and prune to the newest ``keep``.
     ``run_config`` (the run's whole configuration) lets ``--resume`` refuse a changed one.
     ``gathered``: the trained tensors and the optimiser state dict already gathered whole
     (FSDP, whose parameters and optimiser state are shards), written instead of the model's
-    and the optimiser's own: the files are those of a single-process run."""
+    and the optimiser's own: the files are those of a single-process run. ``timing``: the
+    training time up to this step over every segment of the run (read back by
+    ``checkpoint_timing``), so that a resumed run reports its whole training time."""
     target = root / f"step-{step:07d}"
     weights, opt_state = gathered if gathered is not None else (trainable_state(model), optimizer.state_dict())
     opt_tensors, opt_meta = _flatten_optimizer(opt_state)
@@ -98,12 +101,21 @@ def save_checkpoint(
             "python_random": random.getstate(),
             "numpy_random": _numpy_state(),
             "run_config": run_config,
+            "timing": timing,
             "files_sha256": hash_files(tmp),
         }
         (tmp / STATE_FILE).write_text(json.dumps(state, default=_json_default))
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def checkpoint_timing(path: Path) -> dict[str, float]:
+    """The ``timing`` saved with checkpoint ``path`` ({} for checkpoints of older versions)."""
+    try:
+        return json.loads((path / STATE_FILE).read_text()).get("timing") or {}
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"unreadable checkpoint {path}: {err}") from err
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -24,7 +24,13 @@ from ..utils.io import atomic_write_json
 from ..utils.memory import peak_rss_mb
 from ..utils.repro import provenance, seed_everything
 from . import deepspeed_state, fsdp_state
-from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_timing,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .distributed import (
     ObjectiveModule,
     check_launch_mode,
@@ -32,6 +38,7 @@ from .distributed import (
     replicated_modules,
     sync_replicated_gradients,
 )
+from .schedule import batch_indices, check_batch, lr_factor, noise_seed
 from .selection import Selector
 
 Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict[str, float]]]
@@ -53,44 +60,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         """Ctrl-C after the last step (saving or evaluating): the final checkpoint resumes it."""
         last = list_checkpoints(Path(output_dir) / "checkpoints")
         return cls(step, last[-1] if last else None, Path(output_dir), "after training, while saving or evaluating")
-
-
-def check_batch(cfg: TrainConfig, rows: int) -> None:
-    """A global batch larger than the data would repeat rows within a step: refused."""
-    if cfg.batch_size > rows:
-        raise ConfigError(f"train.batch_size {cfg.batch_size} is larger than the {rows} training rows: every step "
-                          f"would repeat rows; set train.batch_size (and train.micro_batch_size) to at most {rows}",
-                          field="train.batch_size")
-
-
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Multiplier of the peak learning rate after ``step`` optimiser steps:
-    linear warmup (step + 1) / warmup, then cosine from 1 to ``min_ratio`` over the rest;
-    it stays at ``min_ratio`` after ``total`` (it never rises again)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    span = max(total - warmup, 1)
-    progress = min((step - warmup) / span, 1.0)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def batch_indices(step: int, batch_size: int, num_items: int, seed: int) -> torch.Tensor:
-    """Dataset indices of global batch ``step``: consecutive slices of per-epoch permutations
-    drawn from ``torch.Generator`` seeded with (seed, epoch). Depends on nothing else."""
-    out, pos = [], step * batch_size
-    while len(out) < batch_size:
-        epoch, offset = divmod(pos, num_items)
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        perm = torch.randperm(num_items, generator=gen)
-        take = perm[offset : offset + batch_size - len(out)]
-        out.extend(take.tolist())
-        pos += len(take)
-    return torch.tensor(out)
-
-
-def noise_seed(seed: int, step: int, offset: int) -> int:
-    """Seed of the noise of the micro-batch that starts at row ``offset`` of global batch ``step``."""
-    return (seed * 1_000_003 + step) * 65_537 + offset
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -181,6 +150,9 @@ class Trainer:
         self._backward = self._zero.backward if self._zero else lambda loss, last: self.accelerator.backward(loss)
         self.history: list[dict[str, Any]] = []
         self.step = 0
+        # training time of the segments before this one (a resumed run), and of this one so far
+        self._timing_before: dict[str, float] = {}
+        self._segment_start, self._segment_times = time.perf_counter(), []
         self.selector = (Selector(self.output_dir, cfg.select_metric, cfg.early_stopping_patience, cfg.min_delta,
                                   cfg.min_steps)
                          if cfg.select_metric and evaluate else None)
@@ -217,7 +189,16 @@ class Trainer:
         return save_checkpoint(
             self.ckpt_root, self.step, self.unwrapped, self._inner_optimizer,
             self.scheduler, self.identity, self.cfg.keep_checkpoints, self.run_config, gathered=gathered,
+            timing=self._timing(),
         )
+
+    def _timing(self) -> dict[str, float]:
+        """Training time over every segment of the run up to now: wall seconds, and the sum and
+        count of the step times that enter the mean (each segment's first step is left out as warm-up)."""
+        before, warm = self._timing_before, self._segment_times[1:]
+        return {"wall_s": before.get("wall_s", 0.0) + time.perf_counter() - self._segment_start,
+                "step_time_sum_s": before.get("step_time_sum_s", 0.0) + sum(warm),
+                "timed_steps": before.get("timed_steps", 0) + len(warm)}
 
     def restore(self) -> bool:
         """Load the newest checkpoint (weights, optimiser, scheduler, RNGs, history), if any."""
@@ -227,6 +208,7 @@ class Trainer:
             return False
         self.step = load_checkpoint(found[-1], self.unwrapped, self._inner_optimizer, self.scheduler, self.identity,
                                     load_state=self._scatter if self.fsdp or self._zero else None)
+        self._timing_before = checkpoint_timing(found[-1])
         hist_path = self.output_dir / "training_history.json"
         if hist_path.is_file():
             import json
@@ -316,7 +298,8 @@ class Trainer:
         if resume and not getattr(self, "_restored", False) and not self.restore():
             raise CheckpointError(f"nothing to resume: no checkpoint in {self.ckpt_root}")
         cfg = self.cfg
-        start_step, times, start = self.step, [], time.perf_counter()
+        start_step, times = self.step, []
+        self._segment_start, self._segment_times = time.perf_counter(), times
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.progress or
                    not self.accelerator.is_main_process or not sys.stderr.isatty(), desc="train", dynamic_ncols=True)
         try:
@@ -332,7 +315,7 @@ class Trainer:
             self.selector.load_best(self.unwrapped)
         if self.fsdp:
             self.model = fsdp_state.unshard(self.model, self.accelerator)
-        return self._summary(start_step, times, time.perf_counter() - start)
+        return self._summary(start_step, times, time.perf_counter() - self._segment_start)
 
     def _loop(self, bar, times: list[float]) -> None:
         cfg = self.cfg
@@ -376,12 +359,18 @@ class Trainer:
             atomic_write_json(self.output_dir / "training_history.json", self.history)
 
     def _summary(self, start_step: int, times: list[float], wall: float) -> dict[str, Any]:
-        warm = times[1:] if len(times) > 1 else times
+        """``wall_time_s`` and ``mean_time_per_step_s`` cover every segment of a resumed run (the
+        steps redone after an interruption count once, in the segment that kept them);
+        ``*_this_run`` only this call of ``fit``."""
+        total = self._timing()
+        if not total["timed_steps"] and times:  # a one-step run: its only step
+            total = {**total, "step_time_sum_s": sum(times), "timed_steps": len(times)}
         summary = {
             "steps": self.step,
             "steps_this_run": self.step - start_step,
-            "wall_time_s": wall,
-            "mean_time_per_step_s": sum(warm) / len(warm) if warm else None,
+            "wall_time_s": total["wall_s"],
+            "wall_time_this_run_s": wall,
+            "mean_time_per_step_s": total["step_time_sum_s"] / total["timed_steps"] if total["timed_steps"] else None,
             "peak_memory_mb": peak_memory_mb(self.accelerator.device),
             "trainable_parameters": self.num_trainable,
             "effective_batch": self.cfg.batch_size,
