@@ -15,12 +15,12 @@ import sys
 import traceback
 
 from ..config import ConfigError
-from . import compose, demo, evaluate, finetune, forgetting, generate, pretrain, study, tools
+from . import compose, demo, evaluate, finetune, forgetting, generate, pretrain, probe, study, tools
 from .interrupt import interrupted_message
 
 USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError)
 
-MODULES = (pretrain, demo, finetune, generate, evaluate, study, tools, compose, forgetting)
+MODULES = (pretrain, demo, finetune, generate, evaluate, study, tools, compose, forgetting, probe)
 
 
 def commands() -> dict:
