@@ -141,11 +141,11 @@ def probe_markdown(result: dict[str, Any]) -> str:
 
 def run_probe(task: str, base: str, data_root: str, output_dir: str, validation_rows: int = 1000, seed: int = 42,
               max_train_rows: int = 0, eval_rows: int = 0, mlp: bool = True, overwrite: bool = False,
-              batch_size: int = 64) -> dict[str, Any]:
+              batch_size: int = 64, data_dir: str = "") -> dict[str, Any]:
     """Probes of ``base`` on ``task`` (its train rows less the seeded validation rows, as a
     ``finetune`` run with the same ``validation_rows`` and seed carves them; its reported
     split), written to ``output_dir``/probe.{json,md}; an existing result is kept unless
-    ``overwrite``."""
+    ``overwrite``. ``data_dir``: the task's folder (default: its folder under ``data_root``)."""
     from pathlib import Path
 
     from .config import from_dict
@@ -161,7 +161,8 @@ def run_probe(task: str, base: str, data_root: str, output_dir: str, validation_
     if validation_rows < 1:
         raise ConfigError(f"validation_rows: the probes choose on validation rows, got {validation_rows}",
                           field="validation_rows")
-    cfg = from_dict(FinetuneConfig, {"base": base, "task": task, "data_root": data_root, "output_dir": str(out)})
+    cfg = from_dict(FinetuneConfig, {"base": base, "task": task, "data_root": data_root, "data_dir": data_dir,
+                                      "output_dir": str(out)})
     backbone = load_base(base)
     tok, positions = backbone.tokenizer, max_positions(backbone)
     prepared = cfg.data_source(tok, positions)
@@ -177,7 +178,7 @@ def run_probe(task: str, base: str, data_root: str, output_dir: str, validation_
               "rows": {k: len(v) for k, v in encoded.items()}, "feature_seconds": time.perf_counter() - start,
               "probes": fit_probes(feats["train"], feats["validation"], feats["test"], seed=seed, mlp=mlp),
               "config": {"validation_rows": validation_rows, "max_train_rows": max_train_rows, "eval_rows": eval_rows,
-                         "c_grid": list(C_GRID), "mlp": mlp, "data_root": data_root},
+                         "c_grid": list(C_GRID), "mlp": mlp, "data_root": data_root, "data_dir": data_dir},
               **provenance(seed)}
     atomic_write_json(Path(out) / "probe.json", result)
     atomic_write_text(Path(out) / "probe.md", probe_markdown(result))

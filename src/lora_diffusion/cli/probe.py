@@ -11,6 +11,7 @@ def _probe_parser(sub) -> None:
     p.add_argument("--task", required=True, help="a registered classification task (sst2, trec, ag_news, mrpc, ...)")
     p.add_argument("--base", required=True, help="the base directory or hub id")
     p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--data-dir", default="", help="the task's folder (default: <data-root>/<task folder>)")
     p.add_argument("--validation-rows", type=int, default=1000,
                    help="rows carved from train (seeded) on which every choice is made (default 1000)")
     p.add_argument("--seed", type=int, default=42)
@@ -29,7 +30,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(args, name)}")
     result = run_probe(args.task, args.base, args.data_root, args.output_dir, args.validation_rows, args.seed,
-                       args.max_train_rows, args.eval_rows, mlp=not args.no_mlp, overwrite=args.overwrite)
+                       args.max_train_rows, args.eval_rows, mlp=not args.no_mlp, overwrite=args.overwrite,
+                       data_dir=args.data_dir)
     print(probe_markdown(result))
     return 0
 
