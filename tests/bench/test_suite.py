@@ -10,7 +10,8 @@ from lora_diffusion.testing import tiny_backbone
 
 TINY = ["train_batch=2", "train_length=16", "train_rounds=1", "memory_steps=1", "batch=2", "length=16",
         "prompt=4", "num_steps=6", "tasks=2", "method_options.trajectory.ranks=[8,4,2]",
-        "method_options.lora.rank=4", "decoding_batch=3", "decoding_settings=[threshold-0.9,fixed-4]"]
+        "method_options.lora.rank=4", "decoding_batch=3", "decoding_settings=[threshold-0.9,fixed-4]",
+        "latency_rounds=3"]
 
 
 def test_bench_cli_writes_every_figure(tmp_path, capsys):
@@ -35,12 +36,20 @@ def test_bench_cli_writes_every_figure(tmp_path, capsys):
     assert dec["settings"]["fixed-4"]["passes_per_sample"] == 3  # ceil(11 / 4), every row in every call
     assert dec["settings"]["fixed-4"]["calls"] == 3 and dec["latency"]["setting"] == "fixed-4"
     assert dec["latency"]["base"]["runs"] == 1 and dec["latency"]["noise"]["ratio"] > 0
-    assert len(result["targets"]) == 9 and "git_commit" in result
+    lat = result["latency"]
+    assert set(lat["settings"]) == {"exact", "fixed-4"} and lat["rounds"] == 3 and lat["batch"] == 2
+    fixed = lat["settings"]["fixed-4"]
+    assert fixed["passes_per_sample"] == {"base": 3, "trajectory": 3}  # the same passes for both
+    assert all(len(t) == 3 for t in fixed["times"].values()) and fixed["noise"]["ratio"] > 0
+    assert fixed["trajectory_vs_base"]["ratio"] == pytest.approx(
+        sorted(fixed["times"]["trajectory"])[1] / sorted(fixed["times"]["base"])[1])  # ratio of the medians
+    assert len(result["targets"]) == 13 and "git_commit" in result
     text = (tmp_path / "out" / "bench.md").read_text()
     assert "## Targets" in text and "trajectory train step / full FT" in text
     assert "## Parallel decoding (batch 3," in text and "Noise floor" in text
+    assert "## Latency: trajectory vs frozen base (batch 2," in text and "noise floor at fixed-4" in text
     printed = capsys.readouterr().out
-    assert printed.count("(bound ") == 9 and "bench.md" in printed
+    assert printed.count("(bound ") == 13 and "bench.md" in printed
 
 
 def test_bench_reuses_an_earlier_result_without_the_decoding_part(tmp_path):
@@ -59,6 +68,9 @@ def test_bench_reuses_an_earlier_result_without_the_decoding_part(tmp_path):
     assert set(both["parts_reused"]) == {"training", "memory", "inference"}
     assert len(both["targets"]) == len(first["targets"]) + 2
     assert both["decoding"]["settings"]["fixed-4"]["passes_per_sample"] == 3  # ceil(11 / 4)
+    third = run_bench(BenchConfig(**small, parts=["latency"], latency_rounds=1, latency_settings=["fixed-4"]))
+    assert third["decoding"] == both["decoding"] and len(third["targets"]) == len(both["targets"]) + 2
+    assert set(third["parts_reused"]) == {"training", "memory", "inference", "decoding"}
 
 
 def test_bench_rejects_unknown_method(tmp_path, capsys):

@@ -228,7 +228,8 @@ def hardware(device: str = "cpu") -> dict[str, Any]:
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     info = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
             "affinity": affinity, "torch_threads": torch.get_num_threads(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "device": device}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "device": device,
+            **{k.lower(): os.environ[k] for k in ("OMP_PROC_BIND", "OMP_PLACES") if k in os.environ}}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

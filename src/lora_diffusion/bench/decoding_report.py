@@ -156,19 +156,19 @@ def pareto(results: list[dict[str, Any]], output: str | Path) -> Path:
 
 
 def bench_section(bench: dict[str, Any]) -> list[str]:
-    """The bench's decoding part and its targets."""
+    """The bench's decoding and latency parts and their targets."""
     d = bench.get("decoding")
     if not d:
         return ["The bench's decoding part was not found.", ""]
-    from .report import _fmt, decoding_markdown
+    from .report import _fmt, decoding_markdown, latency_markdown
 
     lines = [f"Machine: {_machine(bench)}.", f"Command: `lora-diffusion bench` with config `{bench['config']}`.", "",
              "| target | measured | bound | met |", "|---|---:|---:|---|"]
     for t in bench.get("targets", []):
-        if t.get("part") == "decoding":
+        if t.get("part") in ("decoding", "latency"):
             lines.append(f"| {t['target']} | {_fmt(t['value'], t['unit'])} | {'>= ' if t.get('higher') else '<= '}"
                          f"{_fmt(t['bound'], t['unit'])} | {'yes' if t['met'] else '**no**'} |")
-    return lines + decoding_markdown(bench) + [""]
+    return lines + decoding_markdown(bench) + (latency_markdown(bench) if bench.get("latency") else []) + [""]
 
 
 def aggregate(dirs: list[str], output: str | Path, bench: str = "") -> Path:

@@ -39,7 +39,31 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             d["latency"]["trajectory_vs_base"]["ratio"], 1.02, part="decoding")
         add("noise floor of that latency ratio: |frozen base / frozen base - 1| (%)",
             100 * abs(d["latency"]["noise"]["ratio"] - 1.0), 1.0, unit="%", part="decoding")
+    if r.get("latency"):
+        lat = r["latency"]
+        for s, t in lat["settings"].items():
+            add(f"trajectory generation latency / frozen base at {s} (batch {lat['batch']}, {lat['rounds']} rounds)",
+                t["trajectory_vs_base"]["ratio"], 1.02, part="latency")
+            add(f"noise floor at {s}: |frozen base / frozen base - 1| (%)",
+                100 * abs(t["noise"]["ratio"] - 1.0), 1.0, unit="%", part="latency")
     return out
+
+
+def latency_markdown(r: dict[str, Any]) -> list[str]:
+    """The bench's latency part: trajectory vs frozen base per setting, with the noise floor."""
+    lat, c = r["latency"], r["config"]
+    lines = ["", f"## Latency: trajectory vs frozen base (batch {lat['batch']}, length {c['length']}: "
+             f"{lat['response_tokens']} generated; T = {c['num_steps']}; {lat['rounds']} interleaved rounds)", "",
+             "| setting | passes / sample | base ms / sample | trajectory ms / sample | trajectory / base | "
+             "per-round [min, max] | base again / base (noise floor) | per-round [min, max] |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s, t in lat["settings"].items():
+        tb, nz = t["trajectory_vs_base"], t["noise"]
+        lines.append(f"| {s} | {t['passes_per_sample']['trajectory']:.2f} | {t['base_ms_per_sample']:.1f} | "
+                     f"{t['trajectory_ms_per_sample']:.1f} | {tb['ratio']:.4f}x | [{tb['round_min']:.3f}, "
+                     f"{tb['round_max']:.3f}] | {nz['ratio']:.4f}x ({100 * abs(nz['ratio'] - 1):.2f}%) | "
+                     f"[{nz['round_min']:.3f}, {nz['round_max']:.3f}] |")
+    return lines
 
 
 def decoding_markdown(r: dict[str, Any]) -> list[str]:
@@ -73,7 +97,8 @@ def _fmt(v: float, unit: str) -> str:
 def markdown(r: dict[str, Any]) -> str:
     c, m = r["config"], r["hardware"]
     lines = ["# Benchmark", "",
-             f"Base `{c['base']}`; machine: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads, "
+             f"Base `{c['base']}`; machine: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads"
+             f"{', OMP_PROC_BIND=' + m['omp_proc_bind'] if m.get('omp_proc_bind') else ''}, "
              f"CUDA {'yes: ' + m.get('gpu', '') if m['cuda'] else 'no'}; commit `{r.get('git_commit')}`.",
              "Times are medians of interleaved rounds in one process (read the ratios on a CPU).",
              *[f"The {part} figures are kept from the run at commit `{commit}`." for part, commit in
@@ -116,4 +141,6 @@ def markdown(r: dict[str, Any]) -> str:
     lines += ["", f"ratio: {mt['ratio']:.3f}x", ""]
     if r.get("decoding"):
         lines += decoding_markdown(r) + [""]
+    if r.get("latency"):
+        lines += latency_markdown(r) + [""]
     return "\n".join(lines)

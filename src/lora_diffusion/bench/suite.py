@@ -3,7 +3,8 @@
 train step time (median, interleaved) and peak training memory (fresh process each) per
 method; generation latency per sample at (batch, length, T) for the frozen base and every
 method; trunk passes per sample; bytes on disk; one- vs many-adapter batches; parallel
-decoding throughput against the exact sampler at batch 32 (``decoding``); the targets.
+decoding throughput against the exact sampler at batch 32 (``decoding``); trajectory vs frozen
+base latency with many rounds and its noise floor (``latency``); the targets.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from .workloads import (
 )
 
 TRAIN_METHODS = ("full", "trajectory", "lora", "adapter", "bitfit", "prefix")
-PARTS = ("training", "memory", "inference", "decoding")
-OPTIONAL_PARTS = ("decoding",)  # may be absent from an earlier bench.json that is reused
+PARTS = ("training", "memory", "inference", "decoding", "latency")
+OPTIONAL_PARTS = ("decoding", "latency")  # may be absent from an earlier bench.json that is reused
 
 
 @dataclass
@@ -66,6 +67,10 @@ class BenchConfig:
     # ``bench.decoding``, with their quality).
     decoding_settings: list[str] = field(default_factory=lambda: ["fixed-2", "fixed-8", "fixed-4+bf16", "fixed-8+bf16"])
     decoding_setting: str = "fixed-4"  # trajectory vs frozen base latency (the same passes for both)
+    # the latency part: trajectory vs frozen base at batch ``batch`` for each setting, the base timed
+    # twice in the same rounds (the noise floor), over ``latency_rounds`` interleaved rounds
+    latency_settings: list[str] = field(default_factory=lambda: ["exact", "fixed-4"])
+    latency_rounds: int = 20
     parts: list[str] = field(default_factory=lambda: list(PARTS))  # others are kept from bench.json
     output_dir: str = "runs/bench"
 
@@ -76,7 +81,7 @@ class BenchConfig:
         unknown = sorted(set(self.methods) - known)
         require(not unknown, "methods", f"unknown {unknown}; benchmarked methods: {sorted(known)}")
         for name in ("train_batch", "train_rounds", "memory_steps", "batch", "num_steps", "rounds", "tasks",
-                     "decoding_batch"):
+                     "decoding_batch", "latency_rounds"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.train_length >= 8, "train_length", f"must be >= 8, got {self.train_length}")
         require(1 <= self.prompt <= self.length - 2, "prompt", f"must lie in 1..length-2, got {self.prompt}")
@@ -86,6 +91,9 @@ class BenchConfig:
         for name in [*self.decoding_settings, self.decoding_setting]:
             require(name != "exact", "decoding_settings", "'exact' is the reference, always timed")
             _decoding().setting_options(name, self.length - self.prompt - 1)  # an unknown part: one line
+        require(bool(self.latency_settings), "latency_settings", "give at least one setting")
+        for name in self.latency_settings:
+            _decoding().setting_options(name, self.length - self.prompt - 1)
 
 
 def _decoding():
@@ -207,6 +215,37 @@ def bench_decoding(backbone, cfg: BenchConfig) -> dict[str, Any]:
     return out
 
 
+def bench_latency(backbone, cfg: BenchConfig) -> dict[str, Any]:
+    """Per setting: the trajectory method and the frozen base (timed twice: the noise floor,
+    |base again / base - 1|) at batch ``batch``, ``latency_rounds`` interleaved rounds; ratios of
+    medians with the per-round ratios' median and range; trunk passes per sample of each."""
+    from .decoding import round_ratios, setting_options, timed_rounds
+
+    gb = generation_batch(backbone, cfg.batch, cfg.length, cfg.prompt)
+    budget = int(gb["generate_mask"][0].sum())
+    models = {name: method_model(backbone, name, cfg.method_options) for name in ("base", "trajectory")}
+    out: dict[str, Any] = {"batch": cfg.batch, "rounds": cfg.latency_rounds, "response_tokens": budget, "settings": {}}
+    for s in cfg.latency_settings:
+        sampler = setting_options(s, budget).sampler(cfg.num_steps)
+
+        def fn(model, sampler=sampler):
+            return lambda: generate(model, gb, sampler, torch.Generator().manual_seed(0))
+
+        fns = {"trajectory": fn(models["trajectory"]), "base": fn(models["base"]), "base again": fn(models["base"])}
+        _progress(f"latency at {s}: trajectory, base, base again x {cfg.latency_rounds} rounds (batch {cfg.batch})")
+        times = timed_rounds(fns, cfg.latency_rounds)
+        passes = {}
+        for name in ("base", "trajectory"):
+            with count_trunk_rows(unwrap_backbone(models[name])) as counts:
+                fn(models[name])()
+            passes[name] = counts["rows"] / cfg.batch
+        out["settings"][s] = {**{f"{k}_ms_per_sample": 1000 * t["median_s"] / cfg.batch for k, t in times.items()},
+                              "times": {k: t["times"] for k, t in times.items()}, "passes_per_sample": passes,
+                              "trajectory_vs_base": round_ratios(times["trajectory"], times["base"]),
+                              "noise": round_ratios(times["base again"], times["base"])}
+    return out
+
+
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the suite, write ``bench.json`` and ``bench.md`` under ``cfg.output_dir``."""
     out = Path(cfg.output_dir)
@@ -217,7 +256,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     backbone = load_base(cfg.base)
     result: dict[str, Any] = {"config": to_dict(cfg), **provenance(0), "hardware": hardware()}
     runners = {"training": lambda: bench_training(backbone, cfg), "memory": lambda: bench_memory(cfg),
-               "inference": lambda: bench_inference(backbone, cfg), "decoding": lambda: bench_decoding(backbone, cfg)}
+               "inference": lambda: bench_inference(backbone, cfg), "decoding": lambda: bench_decoding(backbone, cfg),
+               "latency": lambda: bench_latency(backbone, cfg)}
     for part in PARTS:
         if part in cfg.parts or part in previous:
             result[part] = runners[part]() if part in cfg.parts else previous[part]
@@ -229,13 +269,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def hardware() -> dict[str, Any]:
-    import os
-    import platform
-
-    info = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-            "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+    """The machine (``bench.decoding.hardware``: platform, CPUs, affinity, threads, OpenMP binding) and CUDA."""
+    info = {**_decoding().hardware("cuda" if torch.cuda.is_available() else "cpu"), "cuda": torch.cuda.is_available()}
+    info.pop("device")
     return info
