@@ -144,3 +144,18 @@ def test_trainable_cell_gives_the_range_over_tasks_heads():
     assert trainable_cell([b, a]) == "1,029,328 to 1,030,868 (4.53%)"
     assert trainable_cell([a, a]) == "1,029,328 (4.53%)"
     assert trainable_cell([]) == "-"
+
+
+def test_a_run_without_timed_steps_takes_its_logged_step_times(tmp_path):
+    from lora_diffusion.report_tasks import logged_step_time, mean_step_time
+
+    history = tmp_path / "training_history.json"
+    history.write_text(json.dumps([{"step": 1, "time_per_step": 9.0}, {"step": 10, "time_per_step": 2.0},
+                                   {"step": 20, "time_per_step": 4.0}, {"step": 20, "eval/accuracy": 0.5}]))
+    summary = {"mean_time_per_step_s": None}
+    logged_step_time(summary, history)  # the first step (warm-up) left out
+    assert summary == {"mean_time_per_step_s": 3.0, "step_time_source": "logged steps"}
+    assert mean_step_time([summary, {"mean_time_per_step_s": 1.0}]) == "2.000*"
+    timed = {"mean_time_per_step_s": 1.5}
+    logged_step_time(timed, history)
+    assert timed == {"mean_time_per_step_s": 1.5}

@@ -27,11 +27,23 @@ def collect_tasks(study_dir: str | Path) -> dict[str, dict[str, dict[int, dict[s
     out: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     for path in sorted(Path(study_dir).glob("*/*/seed-*/result.json")):
         r = json.loads(path.read_text())
+        logged_step_time(r.get("summary") or {}, path.parent / "training_history.json")
         out.setdefault(r["config"]["task"], {}).setdefault(path.parent.parent.name, {})[
             int(r["config"]["train"]["seed"])] = r
     if not out:
         raise FileNotFoundError(f"no <task>/<method>/seed-*/result.json under {study_dir}")
     return out
+
+
+def logged_step_time(summary: dict[str, Any], history: Path) -> None:
+    """A run resumed at its last step by an older version timed no step in its final process
+    (``mean_time_per_step_s`` None): take the mean of the steps its history logged (every
+    ``log_every``-th, the first left out), marked ``step_time_source: logged steps``."""
+    if summary.get("mean_time_per_step_s") is not None or not history.is_file():
+        return
+    times = [h["time_per_step"] for h in json.loads(history.read_text()) if "time_per_step" in h and h["step"] > 1]
+    if times:
+        summary.update(mean_time_per_step_s=sum(times) / len(times), step_time_source="logged steps")
 
 
 def collect_failed(study_dir: str | Path) -> dict[tuple[str, str], list[int]]:
@@ -120,7 +132,8 @@ def task_tables(data) -> list[str]:
                   f"{info.get('notes', '')}", ""]
         cols = keys + ([f"{k} (raw refs)" for k in keys] if raw else [])
         extra = ["generation acc.", "head acc."] if "head_accuracy" in first["dev"] else []
-        lines += ["| method | " + " | ".join(cols + extra) + " | train s/step | s / sample (generation) |",
+        lines += ["| method | " + " | ".join(cols + extra) + " | train s/step (*: of the logged steps) | "
+                  "s / sample (generation) |",
                   "|---|" + "---:|" * (len(cols) + len(extra) + 2)]
         for m in _methods({t: data[t]}):
             runs = data[t][m]
@@ -137,9 +150,11 @@ def task_tables(data) -> list[str]:
 
 def mean_step_time(summaries: list[dict[str, Any]]) -> str:
     """Mean train step time (s) over the runs that timed steps; ``-`` when none did (a run
-    resumed at its last step trains no step in its final process)."""
+    resumed at its last step trains no step in its final process); ``*`` when a figure is the
+    mean of the logged steps (``logged_step_time``)."""
     times = [s["mean_time_per_step_s"] for s in summaries if s.get("mean_time_per_step_s") is not None]
-    return f"{sum(times) / len(times):.3f}" if times else "-"
+    logged = any(s.get("step_time_source") == "logged steps" for s in summaries)
+    return f"{sum(times) / len(times):.3f}{'*' if logged else ''}" if times else "-"
 
 
 def statistics(data) -> list[str]:

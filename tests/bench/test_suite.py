@@ -90,3 +90,15 @@ def test_trajectory_presets_are_benchmarked_by_name():
     model = method_model(tiny_backbone("bert", layers=4), "trajectory@deep",
                          {"trajectory": {"ranks": [8, 4, 2], "deep_rank": 4}})
     assert model.cfg.preset == "deep" and model.cfg.ranks == [8, 4, 2] and model.adapter.deep is not None
+
+
+def test_each_measurement_is_one_call_after_one_warm_up_call_each():
+    from lora_diffusion.bench.decoding import timed_rounds
+    from lora_diffusion.bench.harness import interleaved, time_once
+
+    calls = []
+    assert time_once(lambda: calls.append(1)) >= 0 and len(calls) == 1
+    seen = {"a": 0, "b": 0}
+    fns = {k: (lambda k=k: seen.__setitem__(k, seen[k] + 1)) for k in seen}
+    assert interleaved(fns, rounds=3)["a"]["runs"] == 3 and seen == {"a": 4, "b": 4}
+    assert len(timed_rounds(fns, rounds=2)["b"]["times"]) == 2 and seen == {"a": 7, "b": 7}

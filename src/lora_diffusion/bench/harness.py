@@ -1,24 +1,30 @@
 """Timing and counting helpers shared by the benchmark suite.
 
-Times come from ``torch.utils.benchmark.Timer`` (one call per measurement, interleaved
-across the compared configurations over several rounds so machine drift hits each alike);
-the reported figure is the median over rounds.
+Times are wall seconds of one call per measurement (``time.perf_counter``, CUDA synchronised),
+interleaved across the compared configurations over several rounds so machine drift hits each
+alike, after one warm-up call each; the reported figure is the median over rounds.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
-from torch.utils import benchmark
 
 
 def time_once(fn: Callable[[], object]) -> float:
-    """Seconds of one call of ``fn``, through ``torch.utils.benchmark.Timer``."""
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.timeit(1).median
+    """Seconds of one call of ``fn``. Not ``torch.utils.benchmark.Timer.timeit(1)``, which runs
+    the statement twice more as its own warm-up before every measurement: for calls of seconds,
+    already warmed up by the rounds, that tripled the bench's time for nothing."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, dict]:
