@@ -33,8 +33,8 @@ def masked_mean(h: Tensor, mask: Tensor | None) -> Tensor:
     empty mask (or no mask at all) give zeros."""
     if mask is None:
         return h.new_zeros(h.shape[0], h.shape[-1])
-    w = mask.to(h.dtype)[..., None]
-    return (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+    w = mask.to(h.dtype)
+    return torch.einsum("bl,bld->bd", w, h) / w.sum(1, keepdim=True).clamp(min=1.0)  # no (B, L, D) temporary
 
 
 class AttentionPool(nn.Module):

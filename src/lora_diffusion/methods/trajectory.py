@@ -169,14 +169,17 @@ class TrajectoryAdapter(nn.Module):
         return out
 
     def selected_delta(self, h: Tensor, steps: Tensor, select: Tensor, instruction_mask: Tensor | None = None,
-                       input_ids: Tensor | None = None, c: Tensor | None = None) -> Tensor:
+                       input_ids: Tensor | None = None, c: Tensor | None = None,
+                       picked: Tensor | None = None) -> Tensor:
         """delta_t at the ``select`` (B, L) positions only: (N, D) in ``select.nonzero()`` order
-        (g acts position-wise; only Enc(c) pools over the instruction, once per row)."""
+        (g acts position-wise; only Enc(c) pools over the instruction, once per row).
+        ``picked``: h[select] when the caller has it already."""
         phase, e, c = self.condition(h, steps, instruction_mask, input_ids, c)
         rows = select.nonzero()[:, 0]
         if rows.numel() == 0:
             return h.new_zeros(0, h.shape[-1])
-        return self._banked(h[select][:, None, :], phase, e, c, rows)[:, 0]
+        picked = h[select] if picked is None else picked
+        return self._banked(picked[:, None, :], phase, e, c, rows)[:, 0]
 
     def forward(self, h: Tensor, steps: Tensor, instruction_mask: Tensor | None = None,
                 input_ids: Tensor | None = None, select: Tensor | None = None, read: Tensor | None = None,
@@ -185,10 +188,11 @@ class TrajectoryAdapter(nn.Module):
         positions, (N, D) in ``select.nonzero()`` order: the same values (g acts position-wise;
         only Enc(c) pools over the instruction), computed only where logits are needed.
         ``read`` (B, L, D): what W_B and Enc(c) read instead of h_t (the layer mix)."""
-        read = h if read is None else read
         if select is None:
-            return h + self.delta(read, steps, instruction_mask, input_ids, c)
-        return h[select] + self.selected_delta(read, steps, select, instruction_mask, input_ids, c)
+            return h + self.delta(h if read is None else read, steps, instruction_mask, input_ids, c)
+        picked = h[select]
+        return picked + self.selected_delta(h if read is None else read, steps, select, instruction_mask, input_ids, c,
+                                            picked=picked if read is None else None)
 
     def all_factors(self) -> list[list[tuple[Tensor, Tensor]]]:
         """(W_A, W_B) of every module, grouped by bank (phase banks, then deep sites)."""

@@ -55,12 +55,15 @@ class PhaseBank(nn.Module):
         nn.init.zeros_(self.gamma.bias)
         self.beta = beta_head(cond_dim, k * hidden, beta_rank)
 
-    def _conditioning(self, h: Tensor, e: Tensor, c: Tensor, rows: Tensor | None):
+    def _conditioning(self, h: Tensor, e: Tensor, c: Tensor, rows: Tensor | None, sum_beta: bool = False):
         """Per condition row, gathered to h's rows: (W_B^e Emb(t) (N, k r), gamma (N, k r),
-        beta (N, k, D)), with W_B = [W_B^h | W_B^e] split at column D. Computed once per row of e
-        and c (B of them) and then indexed by ``rows``, never once per selected position."""
+        beta (N, k, D), or with ``sum_beta`` sum_i beta_i (N, D)), with W_B = [W_B^h | W_B^e]
+        split at column D. Computed once per row of e and c (B of them) and then indexed by
+        ``rows``, never once per selected position."""
         w_e = self.down.weight[:, h.shape[-1]:]
         te, gamma, beta = e.to(h.dtype) @ w_e.t(), 1.0 + self.gamma(c), self.beta(c).view(-1, self.k, self.hidden)
+        if sum_beta:
+            beta = beta.sum(1)  # before the gather: B rows, not N
         if rows is not None:
             te, gamma, beta = te[rows], gamma[rows], beta[rows]
         return te, gamma, beta
@@ -82,9 +85,12 @@ class PhaseBank(nn.Module):
         """sum_i g_i = [W_A^(1) .. W_A^(k)] z + sum_i beta_i(c): (N, L, D), one matrix product
         over the k r stacked activations z. ``rows`` (N,) long: row n of h is conditioned on
         e[rows[n]] and c[rows[n]] (e (B, d_t), c (B, C)); None: e and c have h's N rows."""
-        te, gamma, beta = self._conditioning(h, e, c, rows)
-        up = self.up.transpose(1, 2).reshape(self.k * self.rank, self.hidden)  # (k r, D)
-        return self._activations(h, te, gamma) @ up.to(h.dtype) + beta.sum(1)[:, None, :]
+        te, gamma, beta = self._conditioning(h, e, c, rows, sum_beta=True)
+        up = self.up.transpose(1, 2).reshape(self.k * self.rank, self.hidden).to(h.dtype)  # (k r, D)
+        z, beta = self._activations(h, te, gamma), beta.to(h.dtype)  # z: (N, L, k r)
+        if h.shape[1] == 1:  # selected positions: sum_i beta_i(c) + z [W_A^(1) .. W_A^(k)] in one fused product
+            return torch.addmm(beta, z[:, 0], up)[:, None, :]
+        return z @ up + beta[:, None, :]
 
     def factors(self) -> list[tuple[Tensor, Tensor]]:
         """(W_A^(i) (D, r), W_B^(i) (r, D + d_t)) for each module."""
