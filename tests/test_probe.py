@@ -107,5 +107,10 @@ def test_run_probe_end_to_end_on_a_tiny_base(tmp_path):
     assert [p["features"] for p in result["probes"]] == ["-", "head", "last", "all"]
     assert json.loads((tmp_path / "out" / "probe.json").read_text())["seed"] == 3
     assert "| all | logistic regression |" in (tmp_path / "out" / "probe.md").read_text()
+    from lora_diffusion.probe import summary_markdown
+
+    table = summary_markdown([result])
+    acc = 100 * result["probes"][3]["test_accuracy"]
+    assert "| sst2 | 32 | dev (12) |" in table and table.splitlines()[2].endswith(f"| {acc:.1f} |")
     with pytest.raises(FileExistsError, match="--overwrite"):
         run_probe("sst2", str(tmp_path / "base"), "", str(tmp_path / "out"), validation_rows=8, data_dir=str(data))

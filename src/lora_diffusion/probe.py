@@ -183,3 +183,23 @@ def run_probe(task: str, base: str, data_root: str, output_dir: str, validation_
     atomic_write_json(Path(out) / "probe.json", result)
     atomic_write_text(Path(out) / "probe.md", probe_markdown(result))
     return result
+
+
+def summary_markdown(results: list[dict[str, Any]]) -> str:
+    """One table over tasks: each probe's reported-split accuracy (the choice made on validation)."""
+    names = [(p["features"], p["classifier"]) for p in results[0]["probes"]]
+    lines = ["| task | train rows | reported split | " + " | ".join(f"{c} ({f})" if f != "-" else c for f, c in names)
+             + " |", "|---|---:|---|" + "---:|" * len(names)]
+    for r in results:
+        acc = {(p["features"], p["classifier"]): p["test_accuracy"] for p in r["probes"]}
+        lines.append(f"| {r['task']} | {r['rows']['train']:,} | {r['eval_split']} ({r['rows']['test']:,}) | "
+                     + " | ".join(f"{100 * acc[n]:.1f}" if n in acc else "-" for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m lora_diffusion.probe DIR... : the summary table of probe.json files
+    import json
+    import sys
+    from pathlib import Path
+
+    print(summary_markdown([json.loads((Path(d) / "probe.json").read_text()) for d in sys.argv[1:]]), end="")
