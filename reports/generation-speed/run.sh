@@ -5,15 +5,16 @@
 # exact prompt cache for adapters trained with prefix prompt attention) on the many-task study's
 # seed-42 trajectory and LoRA adapters (reports/tasks/runs) for SQuAD, CommonGen, XSum (or GSM8K
 # where XSum has no adapters) and SST-2; then the bench's decoding part (the confidence-independent
-# settings' throughput at batch 32 on a synthetic batch; trajectory vs frozen base at fixed-4 with
-# its noise floor: run it on an otherwise idle machine); then reports/generation-speed.md.
+# settings' throughput at batch 32 on a synthetic batch) and its latency part (trajectory vs frozen
+# base at batch 8 for the exact sampler and fixed-4, the base timed twice: the noise floor; 20
+# rounds); run both on an otherwise idle machine; then reports/generation-speed.md.
 #
 # Usage (from the repository root):
 #   bash reports/generation-speed/run.sh <base dir> [data root] [rows per task]
 # Environment: THREADS (torch threads, default 1), CPUS (pin to these cores with taskset, e.g. 1),
 #   ROUNDS (timed rounds per study, default 5), BENCH_ROUNDS (bench decoding rounds, default 15),
 #   NOTE (what else ran on the machine: stated in the report), PYTHON (default python),
-#   BENCH_ARGS (more `lora-diffusion bench` flags, e.g. "--set decoding_setting=threshold-0.7").
+#   BENCH_ARGS (more `lora-diffusion bench` flags, e.g. "--set latency_rounds=30").
 # Idempotent: a study whose decoding.json exists, and a bench whose bench.json holds the decoding
 # part, are skipped; the report is always rewritten from what exists.
 set -euo pipefail
@@ -55,12 +56,14 @@ done
 BENCH=reports/generation-speed/bench
 mkdir -p "$BENCH"
 [ -f "$BENCH/bench.json" ] || cp reports/bench/bench.json "$BENCH/bench.json"
-if "$PY" -c 'import json, sys; sys.exit(0 if "decoding" in json.load(open(sys.argv[1])) else 1)' "$BENCH/bench.json"; then
-  echo "[generation-speed] bench decoding part done, skipped"
-else
-  "${pin[@]}" "$PY" -m lora_diffusion.cli bench --base "$BASE" --rounds "$BENCH_ROUNDS" --output-dir "$BENCH" \
-    --set 'parts=[decoding]' --set decoding_batch=32 "${bench_args[@]}"
-fi
+for part in decoding latency; do
+  if "$PY" -c 'import json, sys; sys.exit(0 if sys.argv[2] in json.load(open(sys.argv[1])) else 1)' "$BENCH/bench.json" "$part"; then
+    echo "[generation-speed] bench $part part done, skipped"
+  else
+    "${pin[@]}" "$PY" -m lora_diffusion.cli bench --base "$BASE" --rounds "$BENCH_ROUNDS" --output-dir "$BENCH" \
+      --set "parts=[$part]" --set decoding_batch=32 --set latency_rounds=20 "${bench_args[@]}"
+  fi
+done
 
 "$PY" -m lora_diffusion.bench.decoding --aggregate "${dirs[@]}" --bench "$BENCH/bench.json" \
   --output reports/generation-speed.md

@@ -34,8 +34,7 @@ def test_bench_cli_writes_every_figure(tmp_path, capsys):
     dec = result["decoding"]
     assert set(dec["settings"]) == {"exact", "threshold-0.9", "fixed-4"} and dec["response_tokens"] == 11
     assert dec["settings"]["fixed-4"]["passes_per_sample"] == 3  # ceil(11 / 4), every row in every call
-    assert dec["settings"]["fixed-4"]["calls"] == 3 and dec["latency"]["setting"] == "fixed-4"
-    assert dec["latency"]["base"]["runs"] == 1 and dec["latency"]["noise"]["ratio"] > 0
+    assert dec["settings"]["fixed-4"]["calls"] == 3 and "latency" not in dec  # the latency part's
     lat = result["latency"]
     assert set(lat["settings"]) == {"exact", "fixed-4"} and lat["rounds"] == 3 and lat["batch"] == 2
     fixed = lat["settings"]["fixed-4"]
@@ -43,13 +42,13 @@ def test_bench_cli_writes_every_figure(tmp_path, capsys):
     assert all(len(t) == 3 for t in fixed["times"].values()) and fixed["noise"]["ratio"] > 0
     assert fixed["trajectory_vs_base"]["ratio"] == pytest.approx(
         sorted(fixed["times"]["trajectory"])[1] / sorted(fixed["times"]["base"])[1])  # ratio of the medians
-    assert len(result["targets"]) == 13 and "git_commit" in result
+    assert len(result["targets"]) == 11 and "git_commit" in result
     text = (tmp_path / "out" / "bench.md").read_text()
     assert "## Targets" in text and "trajectory train step / full FT" in text
-    assert "## Parallel decoding (batch 3," in text and "Noise floor" in text
+    assert "## Parallel decoding (batch 3," in text
     assert "## Latency: trajectory vs frozen base (batch 2," in text and "noise floor at fixed-4" in text
     printed = capsys.readouterr().out
-    assert printed.count("(bound ") == 13 and "bench.md" in printed
+    assert printed.count("(bound ") == 11 and "bench.md" in printed
 
 
 def test_bench_reuses_an_earlier_result_without_the_decoding_part(tmp_path):
@@ -66,10 +65,15 @@ def test_bench_reuses_an_earlier_result_without_the_decoding_part(tmp_path):
     assert "decoding" not in first and first["parts_reused"] == {"training": "old", "memory": "old"}
     both = run_bench(BenchConfig(**small, parts=["decoding"]))
     assert set(both["parts_reused"]) == {"training", "memory", "inference"}
-    assert len(both["targets"]) == len(first["targets"]) + 2
+    assert len(both["targets"]) == len(first["targets"])  # throughput only: no target of its own
     assert both["decoding"]["settings"]["fixed-4"]["passes_per_sample"] == 3  # ceil(11 / 4)
     third = run_bench(BenchConfig(**small, parts=["latency"], latency_rounds=1, latency_settings=["fixed-4"]))
     assert third["decoding"] == both["decoding"] and len(third["targets"]) == len(both["targets"]) + 2
+    legacy = {**third, "latency": None, "decoding": {**third["decoding"], "latency": {
+        "setting": "fixed-4", "trajectory_vs_base": {"ratio": 1.01}, "noise": {"ratio": 0.99}}}}
+    from lora_diffusion.bench.report import targets
+
+    assert [t["value"] for t in targets(legacy) if t.get("part") == "decoding"] == [1.01, pytest.approx(1.0)]
     assert set(third["parts_reused"]) == {"training", "memory", "inference", "decoding"}
 
 

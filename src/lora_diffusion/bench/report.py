@@ -32,7 +32,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     add(f"mixed batch of {r['config']['tasks']} adapters / one adapter", inf["multitask"]["ratio"], 1.10)
     if "trajectory" in tr:
         add("trajectory adapter file (MB)", tr["trajectory"]["bytes_on_disk"] / 1e6, 5.0, unit=" MB")
-    if r.get("decoding"):
+    if r.get("decoding", {}).get("latency") and not r.get("latency"):  # a bench.json of an earlier version
         d, batch = r["decoding"], r["config"].get("decoding_batch")
         s = d["latency"]["setting"]
         add(f"trajectory generation latency / frozen base at {s} (batch {batch})",
@@ -67,9 +67,10 @@ def latency_markdown(r: dict[str, Any]) -> list[str]:
 
 
 def decoding_markdown(r: dict[str, Any]) -> list[str]:
-    """The bench's decoding part: throughput per setting, trajectory vs frozen base, noise floor."""
+    """The bench's decoding part: throughput per setting (and, in a bench.json of an earlier
+    version, trajectory vs frozen base at one setting with its noise floor)."""
     d, c = r["decoding"], r["config"]
-    lat = d["latency"]
+    lat = d.get("latency")
     lines = ["", f"## Parallel decoding (batch {c.get('decoding_batch')}, length {c['length']}: {c['prompt']} prompt "
              f"tokens, {d['response_tokens']} generated; T = {c['num_steps']}; the trajectory method)", "",
              "| setting | trunk calls | passes / sample | ms / sample: median [min, max] | samples/s | vs exact | "
@@ -80,6 +81,8 @@ def decoding_markdown(r: dict[str, Any]) -> list[str]:
         lines.append(f"| {name} | {t['calls']} | {t['passes_per_sample']:.2f} | {1000 * t['median_s'] / b:.1f} "
                      f"[{1000 * t['min_s'] / b:.1f}, {1000 * t['max_s'] / b:.1f}] | {t['samples_per_s']:.2f} | "
                      f"{q['ratio']:.2f}x | [{q['round_min']:.2f}, {q['round_max']:.2f}] |")
+    if not lat:
+        return lines
     tb, noise = lat["trajectory_vs_base"], lat["noise"]
     lines += ["", f"Trajectory / frozen base at {lat['setting']}: {tb['ratio']:.3f}x (per-round median "
               f"{tb['round_median']:.3f}, range [{tb['round_min']:.3f}, {tb['round_max']:.3f}]); trunk passes per "

@@ -66,7 +66,6 @@ class BenchConfig:
     # model's confidence (fixed-K; threshold settings are measured on trained adapters by
     # ``bench.decoding``, with their quality).
     decoding_settings: list[str] = field(default_factory=lambda: ["fixed-2", "fixed-8", "fixed-4+bf16", "fixed-8+bf16"])
-    decoding_setting: str = "fixed-4"  # trajectory vs frozen base latency (the same passes for both)
     # the latency part: trajectory vs frozen base at batch ``batch`` for each setting, the base timed
     # twice in the same rounds (the noise floor), over ``latency_rounds`` interleaved rounds
     latency_settings: list[str] = field(default_factory=lambda: ["exact", "fixed-4"])
@@ -88,7 +87,7 @@ class BenchConfig:
         bad = sorted(set(self.parts) - set(PARTS))
         require(self.parts and not bad, "parts", f"choose from {list(PARTS)}, got {self.parts}")
         require(bool(self.decoding_settings), "decoding_settings", "give at least one setting")
-        for name in [*self.decoding_settings, self.decoding_setting]:
+        for name in self.decoding_settings:
             require(name != "exact", "decoding_settings", "'exact' is the reference, always timed")
             _decoding().setting_options(name, self.length - self.prompt - 1)  # an unknown part: one line
         require(bool(self.latency_settings), "latency_settings", "give at least one setting")
@@ -174,44 +173,27 @@ def bench_multitask(trajectory, gb, cfg: BenchConfig) -> dict[str, Any]:
 
 
 def bench_decoding(backbone, cfg: BenchConfig) -> dict[str, Any]:
-    """Throughput of each parallel setting vs the exact sampler (trajectory, batch ``decoding_batch``),
-    and trajectory vs frozen base at ``decoding_setting``, with the base timed twice (the noise floor)."""
+    """Throughput of each parallel setting vs the exact sampler (trajectory, batch ``decoding_batch``).
+    Trajectory vs frozen base latency is the ``latency`` part's."""
     from .decoding import round_ratios, setting_options, timed_rounds
 
     gb = generation_batch(backbone, cfg.decoding_batch, cfg.length, cfg.prompt)
     budget = int(gb["generate_mask"][0].sum())
-    models = {name: method_model(backbone, name, cfg.method_options) for name in ("base", "trajectory")}
-    settings = list(dict.fromkeys(["exact", cfg.decoding_setting, *cfg.decoding_settings]))
+    model = method_model(backbone, "trajectory", cfg.method_options)
+    settings = list(dict.fromkeys(["exact", *cfg.decoding_settings]))
     samplers = {s: setting_options(s, budget).sampler(cfg.num_steps) for s in settings}
-
-    def fn(model, setting):
-        return lambda: generate(model, gb, samplers[setting], torch.Generator().manual_seed(0))
-
-    fns = {f"trajectory {s}": fn(models["trajectory"], s) for s in settings}
-    target = cfg.decoding_setting
-    fns[f"base {target}"] = fn(models["base"], target)
-    fns[f"base {target} (again)"] = fn(models["base"], target)
-    _progress(f"decoding: {len(fns)} configurations x {cfg.rounds} rounds (batch {cfg.decoding_batch}, "
+    fns = {s: (lambda s=s: generate(model, gb, samplers[s], torch.Generator().manual_seed(0))) for s in settings}
+    _progress(f"decoding: {len(fns)} settings x {cfg.rounds} rounds (batch {cfg.decoding_batch}, "
               f"{budget} response tokens, T = {cfg.num_steps})")
     times = timed_rounds(fns, cfg.rounds)
-    exact = times["trajectory exact"]
     out: dict[str, Any] = {"response_tokens": budget, "settings": {}}
     for s in settings:
-        t = times[f"trajectory {s}"]
-        with count_trunk_rows(unwrap_backbone(models["trajectory"])) as counts:
-            fns[f"trajectory {s}"]()
+        t = times[s]
+        with count_trunk_rows(unwrap_backbone(model)) as counts:
+            fns[s]()
         out["settings"][s] = {**t, "samples_per_s": cfg.decoding_batch / t["median_s"],
-                              "throughput_vs_exact": round_ratios(exact, t), "calls": counts["calls"],
+                              "throughput_vs_exact": round_ratios(times["exact"], t), "calls": counts["calls"],
                               "passes_per_sample": counts["rows"] / cfg.decoding_batch}
-    base_passes = {}
-    for name in ("base", "trajectory"):
-        with count_trunk_rows(unwrap_backbone(models[name])) as counts:
-            fn(models[name], target)()
-        base_passes[name] = counts["rows"] / cfg.decoding_batch
-    base, again = times[f"base {target}"], times[f"base {target} (again)"]
-    out["latency"] = {"setting": target, "base": base, "base_again": again, "passes_per_sample": base_passes,
-                      "trajectory_vs_base": round_ratios(times[f"trajectory {target}"], base),
-                      "noise": round_ratios(again, base)}
     return out
 
 
