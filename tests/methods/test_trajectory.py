@@ -165,7 +165,7 @@ def test_adapter_at_selected_positions_equals_full_then_selected(steps, shared_b
     torch.manual_seed(0)
     ranks = [4, 4, 4] if shared_bank else [8, 4, 2]
     cfg = TrajectoryConfig(ranks=ranks, time_dim=16, cond_dim=12, shared_bank=shared_bank)
-    adapter = TrajectoryAdapter(cfg, 32, 100, 100, 4)
+    adapter = TrajectoryAdapter(cfg, 32, 100, 4)
     with torch.no_grad():
         for p in adapter.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -202,3 +202,32 @@ def test_bank_with_row_index_equals_the_equation_per_position():
         torch.testing.assert_close(got[n], want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(bank(h, e[rows], c[rows]), bank(h, e, c, rows))  # gathered first: same
     torch.testing.assert_close(bank.module_outputs(h, e, c, rows).sum(2), bank(h, e, c, rows), rtol=1e-5, atol=1e-5)
+
+
+def test_separate_encoder_reads_the_frozen_base_embeddings_and_round_trips(tmp_path):
+    from lora_diffusion.methods.persistence import load_method, save_method
+
+    model = _model("separate")
+    enc = model.adapter.encoder
+    assert enc.tokens is model.backbone.mlm.get_input_embeddings()  # read, not a table of its own
+    assert not any(n.startswith("tokens") for n, _ in enc.named_parameters())
+    assert not any("tokens" in k for k in model.adapter.state_dict())
+    vocab, dim = model.backbone.vocab_size, model.backbone.hidden_size
+    assert sum(p.numel() for p in enc.parameters()) < vocab * dim  # no (V x D) table
+    b = _batch(B=2)
+    b["input_ids"][1, 1:7] = b["input_ids"][0, 1:7].flip(0) + 1  # another instruction
+    with torch.no_grad():
+        c = enc(torch.zeros(2, 12, dim), b["instruction_mask"], b["input_ids"])
+    assert not torch.allclose(c[0], c[1])  # Enc(c) depends on the instruction from the start
+    for bank in model.adapter.banks:
+        torch.nn.init.normal_(bank.up)
+    steps = torch.tensor([90, 20])
+    with torch.no_grad():
+        before = model(b["input_ids"], b["attention_mask"], steps, b["generate_mask"], b["instruction_mask"])
+    save_method(model, tmp_path / "a")
+    again = load_method(tmp_path / "a", model.backbone).eval()
+    model.eval()
+    with torch.no_grad():
+        before = model(b["input_ids"], b["attention_mask"], steps, b["generate_mask"], b["instruction_mask"])
+        after = again(b["input_ids"], b["attention_mask"], steps, b["generate_mask"], b["instruction_mask"])
+    assert torch.equal(before, after) and again.adapter.encoder.tokens is model.backbone.mlm.get_input_embeddings()

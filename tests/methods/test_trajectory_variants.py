@@ -148,12 +148,13 @@ def test_sigma_zero_gives_the_base_for_every_variant_even_trained():
             assert torch.equal(model(ids, attn, t, sel, instr), model.backbone(ids, attn, t, select=sel))
 
 
-def _closed_form(cfg, hidden=D, layers=LAYERS, vocab=30522, heads=2):
+def _closed_form(cfg, hidden=D, layers=LAYERS, heads=2):
     time = F * cfg.time_dim + cfg.time_dim + cfg.time_dim ** 2 + cfg.time_dim
     if cfg.encoder == "trunk":
         encoder = hidden * cfg.cond_dim + cfg.cond_dim + cfg.cond_dim ** 2 + cfg.cond_dim
-    else:  # embeddings, positions, layers (attention 4 D^2 + 4 D, FFN 8 D^2 + 5 D, two LNs 4 D), out
-        encoder = (vocab + 512) * hidden + cfg.encoder_layers * (12 * hidden ** 2 + 13 * hidden) \
+    else:  # positions (the base's token embeddings are read, not trained), layers (attention 4 D^2 + 4 D,
+        # FFN 8 D^2 + 5 D, two LNs 4 D), the final LN 2 D, out
+        encoder = 512 * hidden + cfg.encoder_layers * (12 * hidden ** 2 + 13 * hidden) + 2 * hidden \
             + hidden * cfg.cond_dim + cfg.cond_dim
     encoder += hidden if cfg.pool == "attention" else 0
     k, c, rb = cfg.num_modules, cfg.cond_dim, cfg.beta_rank

@@ -83,8 +83,8 @@ class ComposedTrajectoryModel(MultiTaskTrajectoryModel):
 
     def __init__(self, backbone: DiffusionLM, cfg: ComposedConfig):
         heads = getattr(backbone.mlm.config, "num_attention_heads", None) or getattr(backbone.mlm.config, "n_heads", 12)
-        adapters = {t: TrajectoryAdapter(cfg.adapter, backbone.hidden_size, backbone.vocab_size,
-                                         backbone.diffusion.num_steps, heads) for t in cfg.tasks}
+        adapters = {t: TrajectoryAdapter(cfg.adapter, backbone.hidden_size, backbone.diffusion.num_steps, heads)
+                    for t in cfg.tasks}
         super().__init__(backbone, adapters)
         self.cfg = cfg
         self.router = Router(backbone.hidden_size, len(cfg.tasks), cfg.router_width) if cfg.router else None

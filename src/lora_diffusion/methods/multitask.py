@@ -35,6 +35,8 @@ class MultiTaskTrajectoryModel(nn.Module):
         for p in backbone.parameters():
             p.requires_grad_(False)
         self.adapters = nn.ModuleDict(adapters)
+        for adapter in adapters.values():
+            adapter.bind(backbone)
         self.tasks = list(adapters)
 
     def task_ids(self, names: list[str]) -> Tensor:

@@ -111,8 +111,7 @@ class TrajectoryAdapter(nn.Module):
     for the variants, the layer mix and the deep sites. ``num_layers``: the trunk's depth
     (needed by ``read="mix"`` and ``deep_layers`` only)."""
 
-    def __init__(self, cfg: TrajectoryConfig, hidden: int, vocab_size: int, num_steps: int, heads: int = 12,
-                 num_layers: int = 0):
+    def __init__(self, cfg: TrajectoryConfig, hidden: int, num_steps: int, heads: int = 12, num_layers: int = 0):
         super().__init__()
         cfg.check_against(hidden)
         heads = cfg.encoder_heads or heads
@@ -125,7 +124,7 @@ class TrajectoryAdapter(nn.Module):
         if cfg.encoder == "trunk":
             self.encoder = TrunkPoolEncoder(hidden, cfg.cond_dim, cfg.pool)
         else:
-            self.encoder = SeparateEncoder(vocab_size, hidden, cfg.cond_dim, cfg.encoder_layers, heads, pool=cfg.pool)
+            self.encoder = SeparateEncoder(hidden, cfg.cond_dim, cfg.encoder_layers, heads, pool=cfg.pool)
         ranks = cfg.ranks[:1] if cfg.shared_bank else cfg.ranks
         self.banks = nn.ModuleList(
             PhaseBank(hidden, cfg.time_dim, cfg.cond_dim, r, cfg.num_modules, cfg.beta_rank) for r in ranks
@@ -134,6 +133,11 @@ class TrajectoryAdapter(nn.Module):
         self.deep = (DeepSites(resolve_layers(cfg.deep_layers, num_layers), hidden, cfg.time_dim, cfg.cond_dim,
                                cfg.deep_rank, cfg.num_modules, cfg.beta_rank) if cfg.deep_layers else None)
         self.register_buffer("sigmas", torch.tensor(cfg.sigmas, dtype=torch.float32), persistent=False)
+
+    def bind(self, backbone: DiffusionLM) -> None:
+        """A separate instruction encoder reads the base's (frozen) token embeddings."""
+        if isinstance(self.encoder, SeparateEncoder):
+            self.encoder.bind(backbone.mlm.get_input_embeddings())
 
     def condition(self, h: Tensor, steps: Tensor, instruction_mask: Tensor | None, input_ids: Tensor | None,
                   c: Tensor | None = None):
@@ -228,8 +232,8 @@ class TrajectoryModel(nn.Module):
             p.requires_grad_(False)
         heads = getattr(backbone.mlm.config, "num_attention_heads", None) or getattr(backbone.mlm.config, "n_heads", 12)
         depth = trunk_depth(backbone) if (cfg.read == "mix" or cfg.deep_layers) else 0
-        self.adapter = TrajectoryAdapter(cfg, backbone.hidden_size, backbone.vocab_size,
-                                         backbone.diffusion.num_steps, heads, depth)
+        self.adapter = TrajectoryAdapter(cfg, backbone.hidden_size, backbone.diffusion.num_steps, heads, depth)
+        self.adapter.bind(backbone)
         self.cfg = cfg
         if self.adapter.deep is not None:
             self.adapter.deep.attach(layer_stack(backbone.trunk))
