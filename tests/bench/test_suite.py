@@ -75,6 +75,8 @@ def test_bench_reuses_an_earlier_result_without_the_decoding_part(tmp_path):
 
     assert [t["value"] for t in targets(legacy) if t.get("part") == "decoding"] == [1.01, pytest.approx(1.0)]
     assert set(third["parts_reused"]) == {"training", "memory", "inference", "decoding"}
+    assert third["parts_reused"]["training"] == "old"  # the commit that measured it, carried over
+    assert third["parts_reused"]["decoding"] == both["git_commit"]
 
 
 def test_bench_rejects_unknown_method(tmp_path, capsys):

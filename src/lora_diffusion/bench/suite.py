@@ -243,7 +243,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     for part in PARTS:
         if part in cfg.parts or part in previous:
             result[part] = runners[part]() if part in cfg.parts else previous[part]
-    result["parts_reused"] = {p: previous.get("git_commit") for p in PARTS if p not in cfg.parts and p in previous}
+    # a part kept from a file that had itself kept it: the commit that measured it, not that file's
+    result["parts_reused"] = {p: previous.get("parts_reused", {}).get(p, previous.get("git_commit"))
+                              for p in PARTS if p not in cfg.parts and p in previous}
     result["targets"] = targets(result)
     atomic_write_json(out / "bench.json", result)
     atomic_write_text(out / "bench.md", markdown(result))
