@@ -92,3 +92,13 @@ def test_summary_over_factors(tmp_path):
     assert "| modules | sst2/trajectory | k=2 | 74.00 +- 0.50 (n=3) | +1.50 | 0.0123 | better |" in text
     assert "Not measured yet: ranks." in text
     assert summary_main([str(tmp_path / "x.md")]) == 2
+
+
+def test_summary_cell_of_one_seed_has_no_sd():
+    from lora_diffusion.report_grid import summary_table
+
+    rep = {"results": {"sst2/trajectory": {
+        "a": {"default": True, "summary": {"n": 2, "mean": 70.0, "sd": 1.0}, "verdict": "reference"},
+        "b": {"summary": {"n": 1, "mean": 51.0, "sd": float("nan")}, "difference": -19.0, "verdict": "one seed"}}}}
+    rows = summary_table({"encoder": rep})[2:]
+    assert "| 70.00 +- 1.00 (n=2) |" in rows[0] and "| 51.00 (n=1) | -19.00 |" in rows[1] and "nan" not in rows[1]

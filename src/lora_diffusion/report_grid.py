@@ -142,7 +142,8 @@ def summary_table(reports: dict[str, dict[str, Any]]) -> list[str]:
         for cell, points in rep["results"].items():
             for slug, p in points.items():
                 s = p["summary"]
-                mean = f"{s['mean']:.2f} +- {s['sd']:.2f} (n={s['n']})" if s.get("n") else "-"
+                mean = (f"{s['mean']:.2f} (n=1)" if s.get("n") == 1 else
+                        f"{s['mean']:.2f} +- {s['sd']:.2f} (n={s['n']})" if s.get("n") else "-")
                 diff = "" if p.get("default") else (f"{p['difference']:+.2f}" if p.get("difference") is not None else "-")
                 padj = "" if p.get("p_bonferroni") is None else f"{p['p_bonferroni']:.3g}"
                 name = f"{slug} **(default)**" if p.get("default") else slug
