@@ -231,3 +231,57 @@ def test_separate_encoder_reads_the_frozen_base_embeddings_and_round_trips(tmp_p
         before = model(b["input_ids"], b["attention_mask"], steps, b["generate_mask"], b["instruction_mask"])
         after = again(b["input_ids"], b["attention_mask"], steps, b["generate_mask"], b["instruction_mask"])
     assert torch.equal(before, after) and again.adapter.encoder.tokens is model.backbone.mlm.get_input_embeddings()
+
+
+def test_soft_threshold_shrinks_every_singular_value_by_tau():
+    from lora_diffusion.methods.trajectory_bank import soft_threshold
+
+    q1, _ = torch.linalg.qr(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)))
+    q2, _ = torch.linalg.qr(torch.randn(4, 3, generator=torch.Generator().manual_seed(1)))
+    w = q1 @ torch.diag(torch.tensor([3.0, 1.0, 0.5])) @ q2.t()  # (5, 4), singular values 3, 1, 0.5
+    out = soft_threshold(w, 0.7)
+    torch.testing.assert_close(torch.linalg.svdvals(out)[:3], torch.tensor([2.3, 0.3, 0.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, q1 @ torch.diag(torch.tensor([2.3, 0.3, 0.0])) @ q2.t(), atol=1e-5, rtol=0)
+    assert torch.equal(soft_threshold(torch.zeros(3, 2), 0.1), torch.zeros(3, 2))
+
+
+def _down_norms(model):
+    return [float(bank.down.weight.detach().norm()) for bank in model.adapter.banks]
+
+
+@pytest.mark.parametrize("penalty", ["proximal", "loss"])
+def test_rank_penalty_modes(penalty, tmp_path):
+    """The proximal step leaves the low-rank modules alive under Adam; the penalty in the loss
+    shrinks W_B at about lr per step from the start (W_A = 0: no data gradient reaches W_B)."""
+    from lora_diffusion.config import TrainConfig
+    from lora_diffusion.data.classification import SST2, encode_examples, read_labelled_tsv
+    from lora_diffusion.demo import resource
+    from lora_diffusion.finetune import build_method_model, finetune
+
+    base = tiny_backbone("bert", seed=0)
+    data = encode_examples(read_labelled_tsv(resource("sst2_train_sample.tsv"), {0, 1})[:32], SST2, base.tokenizer, 32)
+    model, fp = build_method_model(base, "trajectory", {**SMALL, "lambda_rank": 0.01, "rank_penalty": penalty})
+    start = _down_norms(model)
+    assert model.regularization()["rank"][1] == (0.01 if penalty == "loss" else 0.0)
+    cfg = TrainConfig(max_steps=30, lr=1e-2, warmup_steps=0, batch_size=8, micro_batch_size=8, save_every=0,
+                      log_every=10, seed=0)
+    finetune(model, data, cfg, tmp_path, fp, progress=False)
+    ratios = [a / b for a, b in zip(_down_norms(model), start)]
+    if penalty == "proximal":
+        assert min(ratios) > 0.8, ratios
+    else:
+        assert max(ratios) < 0.5, ratios
+
+
+def test_proximal_step_of_the_adapter_is_lr_times_lambda():
+    model = _model(lambda_rank=0.5)
+    for bank in model.adapter.banks:
+        torch.nn.init.normal_(bank.up)
+    before = [(torch.linalg.svdvals(a), torch.linalg.svdvals(b)) for f in model.adapter.all_factors() for a, b in f]
+    model.after_optimizer_step(0.1)  # tau = 0.05
+    after = [(torch.linalg.svdvals(a), torch.linalg.svdvals(b)) for f in model.adapter.all_factors() for a, b in f]
+    for (a0, b0), (a1, b1) in zip(before, after):
+        torch.testing.assert_close(a1, (a0 - 0.05).clamp(min=0), atol=1e-5, rtol=0)
+        torch.testing.assert_close(b1, (b0 - 0.05).clamp(min=0), atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="rank_penalty"):
+        TrajectoryConfig(rank_penalty="l2")

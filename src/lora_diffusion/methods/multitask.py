@@ -77,9 +77,15 @@ class MultiTaskTrajectoryModel(nn.Module):
         out: dict[str, tuple[Tensor, float]] = {}
         for name, adapter in self.adapters.items():
             terms = adapter.regularizers()
-            out[f"{name}_rank"] = (terms["rank"], adapter.cfg.lambda_rank)
+            out[f"{name}_rank"] = (terms["rank"], adapter.rank_loss_weight)
             out[f"{name}_orth"] = (terms["orth"], adapter.cfg.lambda_orth)
         return out
+
+    def after_optimizer_step(self, lr: float) -> None:
+        """Each trained task adapter's proximal rank step (``TrajectoryAdapter.after_optimizer_step``)."""
+        for adapter in self.adapters.values():
+            if any(p.requires_grad for p in adapter.parameters()):
+                adapter.after_optimizer_step(lr)
 
     def train(self, mode: bool = True):
         super().train(mode)

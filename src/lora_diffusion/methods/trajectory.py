@@ -33,7 +33,7 @@ from torch import nn
 from ..backbone import DiffusionLM, layer_stack
 from ..config import require
 from .conditioning import LayerMix, SeparateEncoder, TimestepEmbedding, TrunkPoolEncoder
-from .trajectory_bank import PhaseBank, nuclear_norm, orthogonality, phase_index
+from .trajectory_bank import PhaseBank, nuclear_norm, orthogonality, phase_index, soft_threshold
 from .trajectory_deep import DeepSites, resolve_layers
 
 Tensor = torch.Tensor
@@ -41,6 +41,7 @@ PHASES = ("early", "mid", "late")
 ENCODERS = ("trunk", "separate")
 READS = ("last", "mix")
 POOLS = ("mean", "attention")
+RANK_PENALTIES = ("proximal", "loss")
 __all__ = ["PHASES", "TrajectoryAdapter", "TrajectoryConfig", "TrajectoryModel", "nuclear_norm", "orthogonality",
            "phase_index"]
 
@@ -69,6 +70,11 @@ class TrajectoryConfig:
     encoder_heads: int = 0  # 0: the base's number of attention heads
     lambda_rank: float = 0.01
     lambda_orth: float = 0.001
+    # proximal: after each optimiser step the factors' singular values shrink by lr x lambda_rank
+    # (the proximal step of lambda_rank ||W||_*, decoupled from Adam as AdamW's weight decay is);
+    # loss: lambda_rank ||W||_* added to the loss (as the paper writes it: under Adam its
+    # constant-size subgradient shrinks W_B at about lr per step, to zero before W_A has grown)
+    rank_penalty: str = "proximal"
     read: str = "last"  # last | mix: what W_B and Enc(c) read
     pool: str = "mean"  # mean | attention: how Enc(c) pools the instruction
     beta_rank: int = 0  # 0: full beta heads (the paper); r_b > 0: beta through a rank-r_b map
@@ -92,6 +98,8 @@ class TrajectoryConfig:
         require(self.encoder_heads >= 0, "encoder_heads", f"must be >= 0, got {self.encoder_heads}")
         require(self.lambda_rank >= 0, "lambda_rank", f"must be >= 0, got {self.lambda_rank}")
         require(self.lambda_orth >= 0, "lambda_orth", f"must be >= 0, got {self.lambda_orth}")
+        require(self.rank_penalty in RANK_PENALTIES, "rank_penalty",
+                f"must be one of {RANK_PENALTIES}, got {self.rank_penalty!r}")
         require(self.read in READS, "read", f"must be one of {READS}, got {self.read!r}")
         require(self.pool in POOLS, "pool", f"must be one of {POOLS}, got {self.pool!r}")
         require(self.beta_rank >= 0, "beta_rank", f"must be >= 0, got {self.beta_rank}")
@@ -133,6 +141,23 @@ class TrajectoryAdapter(nn.Module):
         self.deep = (DeepSites(resolve_layers(cfg.deep_layers, num_layers), hidden, cfg.time_dim, cfg.cond_dim,
                                cfg.deep_rank, cfg.num_modules, cfg.beta_rank) if cfg.deep_layers else None)
         self.register_buffer("sigmas", torch.tensor(cfg.sigmas, dtype=torch.float32), persistent=False)
+
+    @property
+    def rank_loss_weight(self) -> float:
+        """lambda_rank in the loss (``rank_penalty="loss"``), else 0 (the proximal step applies it)."""
+        return self.cfg.lambda_rank if self.cfg.rank_penalty == "loss" else 0.0
+
+    @torch.no_grad()
+    def after_optimizer_step(self, lr: float) -> None:
+        """``rank_penalty="proximal"``: W <- prox_{lr lambda_rank ||.||_*}(W) for every W_A^(i) and
+        W_B^(i) (phase banks and deep sites), in place."""
+        tau = lr * self.cfg.lambda_rank
+        if self.cfg.rank_penalty != "proximal" or tau <= 0:
+            return
+        for factors in self.all_factors():
+            for w_a, w_b in factors:
+                w_a.copy_(soft_threshold(w_a, tau))
+                w_b.copy_(soft_threshold(w_b, tau))
 
     def bind(self, backbone: DiffusionLM) -> None:
         """A separate instruction encoder reads the base's (frozen) token embeddings."""
@@ -281,7 +306,11 @@ class TrajectoryModel(nn.Module):
 
     def regularization(self) -> dict[str, tuple[Tensor, float]]:
         terms = self.adapter.regularizers()
-        return {"rank": (terms["rank"], self.cfg.lambda_rank), "orth": (terms["orth"], self.cfg.lambda_orth)}
+        return {"rank": (terms["rank"], self.adapter.rank_loss_weight), "orth": (terms["orth"], self.cfg.lambda_orth)}
+
+    def after_optimizer_step(self, lr: float) -> None:
+        """Called by the trainer after every optimiser step with the step's learning rate."""
+        self.adapter.after_optimizer_step(lr)
 
     def train(self, mode: bool = True):
         super().train(mode)

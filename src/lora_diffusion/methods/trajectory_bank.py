@@ -121,6 +121,13 @@ def nuclear_norm(w: Tensor, rtol: float | None = None) -> Tensor:
     return torch.where(s > tol, s, torch.zeros_like(s)).sum()
 
 
+def soft_threshold(w: Tensor, tau: float) -> Tensor:
+    """The proximal operator of tau ||.||_* at W (m, n): U max(S - tau, 0) V^T, with
+    W = U S V^T. Every singular value shrinks by tau and stops at zero."""
+    u, s, vh = torch.linalg.svd(w.float(), full_matrices=False)
+    return ((u * (s - tau).clamp(min=0)) @ vh).to(w.dtype)
+
+
 def orthogonality(mats) -> Tensor:
     """sum_{i != j} ||A_i^T A_j||_F^2 over ordered pairs of (D, r) matrices."""
     mats = list(mats)

@@ -262,6 +262,9 @@ class Trainer:
             self._diverged(f"non-finite gradient norm ({float(grad_norm)})")
         logs["lr"] = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
+        after = getattr(self.unwrapped, "after_optimizer_step", None)
+        if after is not None:  # e.g. the trajectory method's proximal rank step (whole factors on every rank)
+            after(logs["lr"])
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._check_parameters()
