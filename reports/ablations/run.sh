@@ -18,7 +18,7 @@ study() {  # <factor> <grid...>
 if [ "$PART" != data-efficiency ]; then
 study ranks --grid 'method_options.ranks=[64,32,8],[8,8,8],[32,32,32],[64,64,64],[8,32,64]'
 study modules --grid 'method_options.num_modules=1,2,4'
-study lambda_rank --grid 'method_options.lambda_rank=0,0.001,0.01,0.1'
+study lambda_rank --grid 'method_options.lambda_rank=0,0.001,0.01,0.1,1,10'  # proximal: lr x lambda per step
 study lambda_orth --grid 'method_options.lambda_orth=0,0.001,0.01,0.1'
 study banks --grid 'method_options.shared_bank=false,true' --set 'method_options.trajectory.ranks=[32,32,32]'
 study sigmas --grid 'method_options.sigmas=[1.0,0.5,0.25],[1.0,1.0,1.0],[0.25,0.5,1.0]'
