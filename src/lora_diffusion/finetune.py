@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .backbone import DiffusionLM, unwrap_backbone
-from .config import ConfigError, TrainConfig, require, to_dict
+from .config import ConfigError, TrainConfig, defaults_tree, require, to_dict
 from .data.encoding import EncodedExamples, ResponseFormat, pad_collate, tokenize_examples
 from .data.examples import task_names
 from .data.records import DataFileConfig
@@ -21,7 +21,7 @@ from .diffusion.sampler import PROMPT_ATTENTION
 from .diffusion.schedules import SCHEDULES
 from .generation import GenerationOptions, denoising_accuracy
 from .hub import load_base
-from .methods import apply_method, method_config
+from .methods import apply_method, get_method, method_config
 from .methods.accounting import parameter_accounting
 from .methods.head import attach_head
 from .methods.persistence import base_fingerprint, save_method
@@ -247,7 +247,9 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = Tru
         from .finetune_multi import run_multitask_finetune
 
         return run_multitask_finetune(cfg, resume=resume, progress=progress, overwrite=overwrite)
-    state = prepare_run(cfg.output_dir, resume=resume, overwrite=overwrite, config=to_dict(cfg),
+    config = {**to_dict(cfg), "method_config": to_dict(method_config(cfg.method, cfg.method_options))}
+    defaults = {**defaults_tree(FinetuneConfig), "method_config": defaults_tree(get_method(cfg.method).config_cls)}
+    state = prepare_run(cfg.output_dir, resume=resume, overwrite=overwrite, config=config, defaults=defaults,
                         finished_marker=FINISHED, outputs=OUTPUTS, command="finetune")
     if state == "finished":
         log.warning("%s: this run is already finished; nothing was trained or written", cfg.output_dir)

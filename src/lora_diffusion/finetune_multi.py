@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, to_dict
+from .config import ConfigError, defaults_tree, to_dict
 from .data.encoding import EncodedExamples, pad_collate
 from .data.sources import Prepared, resolve_data, subsample
 from .finetune import (
@@ -121,7 +121,8 @@ def router_accuracy_on(model, data: EncodedExamples, task_id: int, batch_size: i
 def run_multitask_finetune(cfg, resume: bool = False, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Train the composed model on every task's rows, then score each task under each mode."""
     state = prepare_run(cfg.output_dir, resume=resume, overwrite=overwrite, config=to_dict(cfg),
-                        finished_marker=FINISHED, outputs=OUTPUTS, command="finetune")
+                        defaults=defaults_tree(type(cfg)), finished_marker=FINISHED, outputs=OUTPUTS,
+                        command="finetune")
     if state == "finished":
         return {**json.loads((Path(cfg.output_dir) / FINISHED).read_text()), "already_finished": True}
     backbone = load_base(cfg.base)

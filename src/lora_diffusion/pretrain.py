@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .backbone import keep_first_layers
-from .config import PretrainConfig, to_dict
+from .config import PretrainConfig, defaults_tree, to_dict
 from .data.corpus import chunk_corpus, read_corpus
 from .evaluation import nelbo
 from .hub import load_base, save_base
@@ -34,7 +34,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = Tru
     output directory is checked first, as for ``finetune`` (``runs.prepare_run``)."""
     out = Path(cfg.output_dir)
     state = prepare_run(out, resume=resume, overwrite=overwrite, config=to_dict(cfg), finished_marker=FINISHED,
-                        outputs=OUTPUTS, command="pretrain")
+                        outputs=OUTPUTS, command="pretrain", defaults=defaults_tree(PretrainConfig))
     if state == "finished":
         log.warning("%s: this run is already finished; nothing was trained or written", out)
         return {**json.loads((out / FINISHED).read_text()), "already_finished": True}

@@ -62,18 +62,38 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_diff(stored: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = RESUME_IGNORED) -> list[str]:
+# Fields added after runs had been recorded whose default is not what the older versions did: an
+# older record without the field is read as holding this value (the rank penalty was in the loss
+# before ``rank_penalty`` existed; its default became the proximal step).
+LEGACY_VALUES: dict[str, Any] = {"method_config.rank_penalty": "loss"}
+
+
+def _plain(tree: dict[str, Any]) -> dict[str, Any]:
+    return flatten(json.loads(json.dumps(tree, default=str)))
+
+
+def config_diff(stored: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = RESUME_IGNORED,
+                defaults: dict[str, Any] | None = None) -> list[str]:
     """Dotted fields whose values differ. Sections only one side has (a config recorded by an
-    older version) are not compared."""
-    a = flatten(json.loads(json.dumps(stored, default=str)))
-    b = flatten(json.loads(json.dumps(new, default=str)))
+    older version) are not compared. A field the stored record lacks (added by a later version)
+    is read as its ``LEGACY_VALUES`` entry, else as its value in ``defaults`` (the nested
+    defaults of the configuration: a field added later defaults to the older behaviour). Where
+    both sides record the method's resolved options (``method_config``) those are compared and
+    the overrides they came from (``method_options``) are not."""
+    a, b = _plain(stored), _plain(new)
+    known = _plain(defaults or {})
+    for key, value in LEGACY_VALUES.items():
+        known[key] = value
     tops_a, tops_b = {k.split(".")[0] for k in a}, {k.split(".")[0] for k in b}
-    keys = sorted(k for k in set(a) | set(b) if k.split(".")[0] in tops_a & tops_b)
-    return [k for k in keys if k not in ignore and a.get(k, "<absent>") != b.get(k, "<absent>")]
+    both = tops_a & tops_b
+    if "method_config" in both:  # the resolved options are compared field by field, not the overrides given
+        ignore = (*ignore, "method_options")
+    keys = sorted(k for k in set(a) | set(b) if k.split(".")[0] in both)
+    return [k for k in keys if k not in ignore and a.get(k, known.get(k, "<absent>")) != b.get(k, "<absent>")]
 
 
 def _describe(diff: list[str], stored: dict[str, Any], new: dict[str, Any]) -> str:
-    a, b = flatten(json.loads(json.dumps(stored, default=str))), flatten(json.loads(json.dumps(new, default=str)))
+    a, b = _plain(stored), _plain(new)
     shown = [f"{k} ({a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r})" for k in diff[:6]]
     return ", ".join(shown) + (f" and {len(diff) - 6} more" if len(diff) > 6 else "")
 
@@ -94,10 +114,12 @@ def stored_config(run: RunDir) -> tuple[dict[str, Any] | None, Path | None]:
 
 
 def prepare_run(path: str | Path, *, resume: bool, overwrite: bool, config: dict[str, Any], finished_marker: str,
-                outputs: tuple[str, ...], command: str) -> str:
+                outputs: tuple[str, ...], command: str, defaults: dict[str, Any] | None = None) -> str:
     """Check the output directory before any work: ``"fresh"`` (start; with ``overwrite``
     the caller discards the earlier run just before training), ``"resume"`` (continue from
-    the newest checkpoint) or ``"finished"`` (``resume`` of a finished run: nothing to do)."""
+    the newest checkpoint) or ``"finished"`` (``resume`` of a finished run: nothing to do).
+    ``defaults``: the configuration's defaults, for records made before a field existed
+    (``config_diff``)."""
     path = Path(path)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: give one")
@@ -114,7 +136,7 @@ def prepare_run(path: str | Path, *, resume: bool, overwrite: bool, config: dict
         if stored is None:
             log.warning("%s records no configuration (saved by an older version): not compared", path)
         else:
-            diff = config_diff(stored, config)
+            diff = config_diff(stored, config, defaults=defaults)
             if diff:
                 raise RunStateError(
                     f"--resume with another configuration than the run's ({source}): {_describe(diff, stored, config)}; "
