@@ -23,6 +23,7 @@ VARIANTS = {
     "shared": {"shared_bank": True, "ranks": [4, 4, 4]},
     "deep": {"deep_layers": [1, -2], "deep_rank": 4, "beta_rank": 3},
     "deep-separate": {"deep_layers": [2], "deep_rank": 4, "encoder": "separate", "encoder_heads": 2},
+    "deep-all": {"deep_all": True, "deep_rank": 4, "beta_rank": 3},  # sites after layers 0, 1, 2 of 0..3
 }
 
 
@@ -101,7 +102,7 @@ def test_one_trunk_pass_and_autograd_only_where_needed(variant):
     hook = model.backbone.trunk.register_forward_hook(lambda m, a, o: seen.append(o.last_hidden_state.requires_grad))
     _step(model)
     hook.remove()
-    deep = bool(VARIANTS[variant].get("deep_layers"))
+    deep = bool(VARIANTS[variant].get("deep_layers") or VARIANTS[variant].get("deep_all"))
     assert seen == [deep]  # one pass; the trunk's output is in the graph only for deep layers
 
 
@@ -115,6 +116,14 @@ def test_deep_layers_backward_only_above_the_lowest_site():
     for h in hooks:
         h.remove()
     assert graph == [(0, False), (1, True), (2, True), (3, True)]  # layer 0's activations are not stored
+
+
+def test_deep_all_perturbs_every_layer_below_the_last():
+    model = _model("deep-all")
+    assert model.adapter.deep.layers == [0, 1, 2]  # the last layer's output is the final phase banks' site
+    assert method_config("trajectory", {"preset": "deep-all"}).deep_sites(6) == [0, 1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="adapter"):
+        method_config("trajectory-composed", {"tasks": ["a", "b"], "adapter": {"deep_all": True}})
 
 
 def test_deep_site_adds_its_perturbation_to_the_layer_output():
@@ -162,7 +171,8 @@ def _closed_form(cfg, hidden=D, layers=LAYERS, heads=2):
                 + ((c + 1) * k * hidden if not rb else c * rb + (rb + 1) * k * hidden)
                 for r in (cfg.ranks[:1] if cfg.shared_bank else cfg.ranks))
     r = cfg.deep_rank
-    deep = len(set(i % layers for i in cfg.deep_layers)) * (
+    sites = layers - 1 if cfg.deep_all else len(set(i % layers for i in cfg.deep_layers))
+    deep = sites * (
         k * r * (hidden + cfg.time_dim) + k * hidden * r + (c + 1) * k * r
         + ((c + 1) * k * hidden if not rb else c * rb + (rb + 1) * k * hidden))
     mix = layers + 1 if cfg.read == "mix" else 0
@@ -203,7 +213,8 @@ def test_preset_values_then_the_keys_given():
 @pytest.mark.parametrize("options,field", [
     ({"read": "all"}, "read"), ({"pool": "max"}, "pool"), ({"beta_rank": -1}, "beta_rank"),
     ({"shared_bank": True}, "shared_bank"), ({"deep_rank": 0}, "deep_rank"),
-    ({"deep_layers": [1], "read": "mix"}, "read"),
+    ({"deep_layers": [1], "read": "mix"}, "read"), ({"deep_all": True, "read": "mix"}, "read"),
+    ({"deep_all": True, "deep_layers": [1]}, "deep_all"),
 ])
 def test_bad_variant_options_name_the_field(options, field):
     with pytest.raises(ConfigError, match=field):

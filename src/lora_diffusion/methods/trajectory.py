@@ -20,6 +20,7 @@ Variants beyond the paper (options of the same method; ``PRESETS`` names tested 
 - ``shared_bank``: one bank for the three phases (each keeps its sigma): the ablation of phases.
 - ``deep_layers``: perturbations of the hidden states at chosen trunk layers too
   (``trajectory_deep``); the backward pass then runs through the layers above the lowest one.
+  ``deep_all``: at the output of every layer below the last (the ``deep-all`` preset).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class TrajectoryConfig:
         "lean": dict(_LEAN),
         "mix": {**_LEAN, "read": "mix", "pool": "attention"},
         "deep": {**_LEAN, "deep_layers": [-3, -2], "deep_rank": 8},
+        "deep-all": {**_LEAN, "deep_all": True, "deep_rank": 8},
     }
     preset: str = "paper"
     ranks: list[int] = field(default_factory=lambda: [64, 32, 8])  # early, mid, late
@@ -81,6 +83,16 @@ class TrajectoryConfig:
     shared_bank: bool = False  # one bank for all three phases (needs equal ranks)
     deep_layers: list[int] = field(default_factory=list)  # trunk layers whose outputs are perturbed too
     deep_rank: int = 8  # rank of each deep layer's modules
+    deep_all: bool = False  # perturb the output of every trunk layer below the last (not with deep_layers)
+
+    @property
+    def deep(self) -> bool:
+        """Perturbations inside the trunk (``deep_layers`` or ``deep_all``)."""
+        return bool(self.deep_layers) or self.deep_all
+
+    def deep_sites(self, num_layers: int) -> list[int]:
+        """The 0-based trunk layers whose outputs are perturbed."""
+        return list(range(num_layers - 1)) if self.deep_all else resolve_layers(self.deep_layers, num_layers)
 
     def __post_init__(self) -> None:
         require(self.preset in self.PRESETS, "preset", f"must be one of {sorted(self.PRESETS)}, got {self.preset!r}")
@@ -106,18 +118,20 @@ class TrajectoryConfig:
         require(not self.shared_bank or len(set(self.ranks)) == 1, "shared_bank",
                 f"one bank for all phases needs equal ranks, got {self.ranks}")
         require(self.deep_rank >= 1, "deep_rank", f"must be >= 1, got {self.deep_rank}")
-        require(not (self.deep_layers and self.read == "mix"), "read",
-                "read='mix' needs every layer's output before any perturbation: not with deep_layers")
+        require(not (self.deep_layers and self.deep_all), "deep_all",
+                f"deep_all perturbs every layer: give it or deep_layers, not both (deep_layers={self.deep_layers})")
+        require(not (self.deep and self.read == "mix"), "read",
+                "read='mix' needs every layer's output before any perturbation: not with deep_layers or deep_all")
 
     def check_against(self, hidden_size: int) -> None:
-        too_big = max(self.ranks + ([self.deep_rank] if self.deep_layers else []))
+        too_big = max(self.ranks + ([self.deep_rank] if self.deep else []))
         require(too_big <= hidden_size, "ranks", f"rank {too_big} exceeds the base's hidden size {hidden_size}")
 
 
 class TrajectoryAdapter(nn.Module):
     """Timestep embedding, instruction encoder, the phase banks (three, or one shared) and,
     for the variants, the layer mix and the deep sites. ``num_layers``: the trunk's depth
-    (needed by ``read="mix"`` and ``deep_layers`` only)."""
+    (needed by ``read="mix"`` and the deep sites only)."""
 
     def __init__(self, cfg: TrajectoryConfig, hidden: int, num_steps: int, heads: int = 12, num_layers: int = 0):
         super().__init__()
@@ -125,7 +139,7 @@ class TrajectoryAdapter(nn.Module):
         heads = cfg.encoder_heads or heads
         if cfg.encoder == "separate":
             require(hidden % heads == 0, "encoder_heads", f"{heads} heads do not divide the hidden size {hidden}")
-        require(num_layers > 0 or (cfg.read == "last" and not cfg.deep_layers), "read",
+        require(num_layers > 0 or (cfg.read == "last" and not cfg.deep), "read",
                 "the layer mix and deep layers need the trunk's number of layers")
         self.cfg, self.num_steps = cfg, num_steps
         self.time_embedding = TimestepEmbedding(num_steps, cfg.time_dim)
@@ -138,8 +152,8 @@ class TrajectoryAdapter(nn.Module):
             PhaseBank(hidden, cfg.time_dim, cfg.cond_dim, r, cfg.num_modules, cfg.beta_rank) for r in ranks
         )
         self.mix = LayerMix(num_layers + 1) if cfg.read == "mix" else None
-        self.deep = (DeepSites(resolve_layers(cfg.deep_layers, num_layers), hidden, cfg.time_dim, cfg.cond_dim,
-                               cfg.deep_rank, cfg.num_modules, cfg.beta_rank) if cfg.deep_layers else None)
+        self.deep = (DeepSites(cfg.deep_sites(num_layers), hidden, cfg.time_dim, cfg.cond_dim,
+                               cfg.deep_rank, cfg.num_modules, cfg.beta_rank) if cfg.deep else None)
         self.register_buffer("sigmas", torch.tensor(cfg.sigmas, dtype=torch.float32), persistent=False)
 
     @property
@@ -256,7 +270,7 @@ class TrajectoryModel(nn.Module):
         for p in backbone.parameters():
             p.requires_grad_(False)
         heads = getattr(backbone.mlm.config, "num_attention_heads", None) or getattr(backbone.mlm.config, "n_heads", 12)
-        depth = trunk_depth(backbone) if (cfg.read == "mix" or cfg.deep_layers) else 0
+        depth = trunk_depth(backbone) if (cfg.read == "mix" or cfg.deep) else 0
         self.adapter = TrajectoryAdapter(cfg, backbone.hidden_size, backbone.diffusion.num_steps, heads, depth)
         self.adapter.bind(backbone)
         self.cfg = cfg
