@@ -51,6 +51,21 @@ for task in squad commongen "$third" sst2; do
   done
 done
 
+# The trajectory variant that writes free text (reports/quality, `deep-all`) beside the paper's
+# configuration, where its adapters exist (CommonGen: free-text-seeds; SQuAD: free-text).
+for spec in commongen:reports/quality/free-text-seeds/runs/trajectory@deep-all/seed-42/adapter \
+            squad:reports/quality/free-text/runs/squad/trajectory@deep-all/seed-42/adapter; do
+  task=${spec%%:*} adapter=${spec#*:}
+  dir=$OUT/$task-trajectory-deep-all
+  dirs+=("$dir")
+  [ -d "$adapter" ] || { echo "[generation-speed] $adapter missing (not trained yet), skipped"; continue; }
+  [ -f "$dir/decoding.json" ] && { echo "[generation-speed] $task / deep-all done, skipped"; continue; }
+  echo "[generation-speed] $task / trajectory@deep-all"
+  "${pin[@]}" "$PY" -m lora_diffusion.bench.decoding --adapter "$adapter" --base "$BASE" --task "$task" \
+    --data-root "$DATA" --rows "$ROWS" --batch-size 32 --rounds "$ROUNDS" --threads "$THREADS" \
+    --note "$NOTE" --output-dir "$dir"
+done
+
 # The bench's decoding part, beside a copy of the committed bench result (its other parts are kept
 # from there and marked as reused with their commit in bench.json / bench.md).
 BENCH=reports/generation-speed/bench

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from lora_diffusion.bench.decoding import default_settings, main, setting_options
+from lora_diffusion.bench.decoding import default_settings, main, method_label, setting_options
 from lora_diffusion.bench.decoding_report import study_targets
 from lora_diffusion.bench.report import markdown, targets
 from lora_diffusion.config import ConfigError
@@ -55,6 +55,12 @@ def test_files_and_provenance(study):
     (r,) = result["results"]
     assert r["response_budget"] == R and r["rows"] == 5 and r["method"] == "trajectory"
     assert list(r["settings"]) == SETTINGS and len(r["targets"]) == 2
+
+
+def test_method_label_names_a_preset_other_than_the_papers():
+    assert method_label({"method": "trajectory", "config": {"preset": "deep-all"}}) == "trajectory@deep-all"
+    assert method_label({"method": "trajectory", "config": {"preset": "paper"}}) == "trajectory"
+    assert method_label({"method": "lora", "config": {"r": 64}}) == "lora"
 
 
 def test_bookkeeping(study):

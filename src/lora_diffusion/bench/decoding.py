@@ -216,10 +216,18 @@ def study_adapter(adapter: str, task: str, data_root: str, data_file: str, metri
         out[name]["timing"] = {**t, "batch": rows_timed, "per_sample_s": t["median_s"] / rows_timed,
                                "samples_per_s": rows_timed / t["median_s"],
                                "speedup": round_ratios(times["exact"], t)}
-    return {"adapter": str(adapter), "method": meta.get("method"), "task": task or Path(data_file).name,
+    return {"adapter": str(adapter), "method": method_label(meta), "task": task or Path(data_file).name,
             "metric": metric, "primary": primary_metric(metric), "rows": n, "batch_size": batch_size,
             "response_budget": budget, "num_steps": backbone.diffusion.num_steps, "prompt_attention": attention,
             "mean_length": sum(int(r["input_ids"].shape[0]) for r in data.rows) / n, "settings": out}
+
+
+def method_label(meta: dict[str, Any]) -> str:
+    """The adapter's method, with its preset where it has one other than the paper's
+    (``trajectory@deep-all``)."""
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    preset = config.get("preset")
+    return f"{meta.get('method')}@{preset}" if preset and preset != "paper" else str(meta.get("method"))
 
 
 def hardware(device: str = "cpu") -> dict[str, Any]:
