@@ -52,9 +52,8 @@ for task in squad commongen "$third" sst2; do
 done
 
 # The trajectory variant that writes free text (reports/quality, `deep-all`) beside the paper's
-# configuration, where its adapters exist (CommonGen: free-text-seeds; SQuAD: free-text).
-for spec in commongen:reports/quality/free-text-seeds/runs/trajectory@deep-all/seed-42/adapter \
-            squad:reports/quality/free-text/runs/squad/trajectory@deep-all/seed-42/adapter; do
+# configuration on CommonGen, the free-text task where the methods differ (reports/quality/free-text-seeds).
+for spec in commongen:reports/quality/free-text-seeds/runs/trajectory@deep-all/seed-42/adapter; do
   task=${spec%%:*} adapter=${spec#*:}
   dir=$OUT/$task-trajectory-deep-all
   dirs+=("$dir")
