@@ -129,6 +129,25 @@ def test_task_report_marks_diverged_runs(tmp_path):
     assert "| prefix | - | - (diverged: 1 seed) | - |" in table
 
 
+def test_one_task_free_text_study_gets_the_task_report(tmp_path):
+    from lora_diffusion.report_tasks import is_free_text_study
+
+    for method, seed, value in (("full", 1, 7.0), ("full", 2, 8.0), ("trajectory@deep-all", 1, 6.5)):
+        run = tmp_path / "study" / method / f"seed-{seed}"  # the one-task layout: <method>/seed-<n>
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({
+            "config": {"task": "commongen", "method": method.split("@")[0], "train": {"seed": seed}},
+            "eval_split": "dev", "dev_rows": 200, "train_rows": 1000, "task": {"response_budget": 24},
+            "dev": {"primary": "bleu4", "metrics": {"bleu4": value, "rougeL": 30.0}, "seconds_per_sample": 0.1},
+            "summary": {"accounting": {"trainable_parameters": 10, "percent_of_base": 100.0},
+                        "mean_time_per_step_s": 0.5}}))
+    assert is_free_text_study(tmp_path / "study") and not is_free_text_study(tmp_path)
+    assert main(["report", "--study", str(tmp_path / "study"), "--output", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "commongen (bleu4)" in report and "| full | 10 (100.00%) | 7.5 +- 0.7 (n=2) |" in report
+    assert "trajectory@deep-all" in report
+
+
 def test_mean_step_time_skips_runs_that_timed_no_step():
     from lora_diffusion.report_tasks import mean_step_time
 

@@ -21,17 +21,24 @@ REFERENCE = "full"
 ORDER = ("full", "lora", "adapter", "bitfit", "prefix", "trajectory")
 
 
+def _runs(study_dir: str | Path, name: str) -> list[Path]:
+    """``name`` in every run of a many-task study (``<task>/<method>/seed-<n>``) or, failing
+    that, of a one-task study (``<method>/seed-<n>``)."""
+    return sorted(Path(study_dir).glob(f"*/*/seed-*/{name}")) or sorted(Path(study_dir).glob(f"*/seed-*/{name}"))
+
+
 def collect_tasks(study_dir: str | Path) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
     """{task: {method: {seed: result}}} (methods named by their directories: a labelled variant
     ``trajectory@deep`` is a method of its own)."""
     out: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
-    for path in sorted(Path(study_dir).glob("*/*/seed-*/result.json")):
+    for path in _runs(study_dir, "result.json"):
         r = json.loads(path.read_text())
         logged_step_time(r.get("summary") or {}, path.parent / "training_history.json")
         out.setdefault(r["config"]["task"], {}).setdefault(path.parent.parent.name, {})[
             int(r["config"]["train"]["seed"])] = r
     if not out:
-        raise FileNotFoundError(f"no <task>/<method>/seed-*/result.json under {study_dir}")
+        raise FileNotFoundError(f"no <task>/<method>/seed-*/result.json (or <method>/seed-*/result.json) under "
+                                f"{study_dir}")
     return out
 
 
@@ -49,7 +56,7 @@ def logged_step_time(summary: dict[str, Any], history: Path) -> None:
 def collect_failed(study_dir: str | Path) -> dict[tuple[str, str], list[int]]:
     """{(task, method): seeds whose run diverged (``failed.json``)}."""
     out: dict[tuple[str, str], list[int]] = {}
-    for path in sorted(Path(study_dir).glob("*/*/seed-*/failed.json")):
+    for path in _runs(study_dir, "failed.json"):
         r = json.loads(path.read_text())
         out.setdefault((r["task"], r["method"]), []).append(int(r["seed"]))
     return out
@@ -57,6 +64,14 @@ def collect_failed(study_dir: str | Path) -> dict[tuple[str, str], list[int]]:
 
 def is_multi_task(study_dir: str | Path) -> bool:
     return any(Path(study_dir).glob("*/*/seed-*/result.json"))
+
+
+def is_free_text_study(study_dir: str | Path) -> bool:
+    """A one-task study whose task is scored by another metric than accuracy (free text: this
+    report gives its metrics, where the one-task report's columns are accuracies)."""
+    for path in Path(study_dir).glob("*/seed-*/result.json"):
+        return (json.loads(path.read_text()).get("dev") or {}).get("primary") not in (None, "accuracy")
+    return False
 
 
 def _methods(data, failed: dict[tuple[str, str], list[int]] | None = None) -> list[str]:

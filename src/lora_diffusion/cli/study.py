@@ -103,14 +103,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..report import write_report
     from ..report_grid import is_grid, write_grid_report
     from ..report_quality import is_quality, write_quality_report
-    from ..report_tasks import is_multi_task, write_task_report
+    from ..report_tasks import is_free_text_study, is_multi_task, write_task_report
     from ..utils.io import check_writable_dir
 
     if not Path(args.study).is_dir():
         raise FileNotFoundError(f"--study {args.study}: no such study directory")
     check_writable_dir(args.output, "--output")
     writer = (write_grid_report if is_grid(args.study) else write_quality_report if is_quality(args.study)
-              else write_task_report if is_multi_task(args.study) else write_report)
+              else write_task_report if is_multi_task(args.study) or is_free_text_study(args.study)
+              else write_report)
     if args.bench is not None:
         if writer is not write_quality_report:
             raise ConfigError("--bench: only a quality study's report (one with lr-search/) reads a bench")
