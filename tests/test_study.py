@@ -178,3 +178,25 @@ def test_a_run_without_timed_steps_takes_its_logged_step_times(tmp_path):
     timed = {"mean_time_per_step_s": 1.5}
     logged_step_time(timed, history)
     assert timed == {"mean_time_per_step_s": 1.5}
+
+
+def test_subset_flags_narrow_a_config_files_per_method_and_per_task_settings(tmp_path):
+    from lora_diffusion.cli.study import narrowed
+    from lora_diffusion.config import load_config
+    from lora_diffusion.study import StudyConfig
+
+    path = tmp_path / "study.yaml"
+    path.write_text("tasks: [sst2, squad]\nmethods: [full, trajectory, trajectory@mix]\n"
+                    "method_lr: {full: 5.0e-5, trajectory: 1.0e-3, trajectory@mix: 3.0e-3}\n"
+                    "method_options: {trajectory@mix: {preset: mix}}\n"
+                    "task_seeds: {sst2: [1, 2]}\ntask_overrides: {squad: {eval_rows: 8}}\n")
+    overrides = {"tasks": "squad", "methods": "trajectory@mix"}
+    extra = narrowed(str(path), overrides)
+    assert extra == {"method_lr": {"trajectory@mix": 3.0e-3}, "method_options": {"trajectory@mix": {"preset": "mix"}},
+                     "task_seeds": {}, "task_overrides": {"squad": {"eval_rows": 8}}}
+    cfg = load_config(StudyConfig, path, {**overrides, **extra})
+    run = cfg.run_config("trajectory@mix", 42, "squad")
+    assert run.train.lr == 3.0e-3 and run.method_options == {"preset": "mix"} and run.eval_rows == 8
+    # without the subset flags, or with the mapping given by --set, nothing is narrowed
+    assert narrowed(str(path), {}) == {} and "method_lr" not in narrowed(str(path), {"methods": "full", "method_lr": {}})
+    assert narrowed(None, overrides) == {}

@@ -81,6 +81,33 @@ def _report_parser(sub) -> None:
                    "times give the step-time ratios")
 
 
+METHOD_MAPS = ("method_lr", "method_options", "lr_grid")
+TASK_MAPS = ("task_seeds", "task_overrides", "lr_search_overrides")
+
+
+def _names(value) -> list[str]:
+    return [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+
+
+def narrowed(path: str | None, overrides: dict) -> dict:
+    """``--methods`` / ``--tasks`` run a subset of a config file's study: its per-method and
+    per-task settings of the others are left out (the subset keeps its own settings), unless
+    ``--set`` gives those mappings itself."""
+    if path is None or not ({"methods", "tasks"} & overrides.keys()):
+        return {}
+    from ..config import read_yaml_mapping
+
+    tree, out = read_yaml_mapping(Path(path)), {}
+    for names, maps in (("methods", METHOD_MAPS), ("tasks", TASK_MAPS)):
+        if names not in overrides:
+            continue
+        keep = set(_names(overrides[names]))
+        for key in maps:
+            if isinstance(tree.get(key), dict) and key not in overrides:
+                out[key] = {k: v for k, v in tree[key].items() if k in keep}
+    return out
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from ..study import StudyConfig, run_study
 
@@ -89,6 +116,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         "base": "base", "task": "task", "tasks": "tasks", "data_dir": "data_dir", "data_root": "data_root", "methods": "methods", "seeds": "seeds",
         "output_dir": "output_dir", "train.max_steps": "train.max_steps",
     }))
+    overrides.update(narrowed(args.config, overrides))
     if args.grid:
         overrides["grid"] = parse_grid(args.grid)
     cfg = load_config(StudyConfig, args.config, overrides)
