@@ -37,33 +37,24 @@ pin=()
 third=xsum
 [ -d "$RUNS/xsum/trajectory/seed-42/adapter" ] || [ -d "$RUNS/xsum/lora/seed-42/adapter" ] || third=gsm8k
 dirs=()
+decode() {  # <task> <adapter> <output dir> <label>: one decoding study, skipped when done or untrained
+  dirs+=("$3")
+  [ -d "$2" ] || { echo "[generation-speed] $2 missing (not trained yet), skipped"; return 0; }
+  [ -f "$3/decoding.json" ] && { echo "[generation-speed] $1 / $4 done, skipped"; return 0; }
+  echo "[generation-speed] $1 / $4"
+  "${pin[@]}" "$PY" -m lora_diffusion.bench.decoding --adapter "$2" --base "$BASE" --task "$1" \
+    --data-root "$DATA" --rows "$ROWS" --batch-size 32 --rounds "$ROUNDS" --threads "$THREADS" \
+    --note "$NOTE" --output-dir "$3"
+}
 for task in squad commongen "$third" sst2; do
   for m in trajectory lora; do
-    adapter=$RUNS/$task/$m/seed-42/adapter
-    dir=$OUT/$task-$m
-    dirs+=("$dir")
-    [ -d "$adapter" ] || { echo "[generation-speed] $adapter missing (study not finished), skipped"; continue; }
-    [ -f "$dir/decoding.json" ] && { echo "[generation-speed] $task / $m done, skipped"; continue; }
-    echo "[generation-speed] $task / $m"
-    "${pin[@]}" "$PY" -m lora_diffusion.bench.decoding --adapter "$adapter" --base "$BASE" --task "$task" \
-      --data-root "$DATA" --rows "$ROWS" --batch-size 32 --rounds "$ROUNDS" --threads "$THREADS" \
-      --note "$NOTE" --output-dir "$dir"
+    decode "$task" "$RUNS/$task/$m/seed-42/adapter" "$OUT/$task-$m" "$m"
   done
 done
-
 # The trajectory variant that writes free text (reports/quality, `deep-all`) beside the paper's
 # configuration on CommonGen, the free-text task where the methods differ (reports/quality/free-text-seeds).
-for spec in commongen:reports/quality/free-text-seeds/runs/trajectory@deep-all/seed-42/adapter; do
-  task=${spec%%:*} adapter=${spec#*:}
-  dir=$OUT/$task-trajectory-deep-all
-  dirs+=("$dir")
-  [ -d "$adapter" ] || { echo "[generation-speed] $adapter missing (not trained yet), skipped"; continue; }
-  [ -f "$dir/decoding.json" ] && { echo "[generation-speed] $task / deep-all done, skipped"; continue; }
-  echo "[generation-speed] $task / trajectory@deep-all"
-  "${pin[@]}" "$PY" -m lora_diffusion.bench.decoding --adapter "$adapter" --base "$BASE" --task "$task" \
-    --data-root "$DATA" --rows "$ROWS" --batch-size 32 --rounds "$ROUNDS" --threads "$THREADS" \
-    --note "$NOTE" --output-dir "$dir"
-done
+decode commongen reports/quality/free-text-seeds/runs/trajectory@deep-all/seed-42/adapter \
+  "$OUT/commongen-trajectory-deep-all" trajectory@deep-all
 
 # The bench's decoding part, beside a copy of the committed bench result (its other parts are kept
 # from there and marked as reused with their commit in bench.json / bench.md).
