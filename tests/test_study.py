@@ -200,3 +200,24 @@ def test_subset_flags_narrow_a_config_files_per_method_and_per_task_settings(tmp
     # without the subset flags, or with the mapping given by --set, nothing is narrowed
     assert narrowed(str(path), {}) == {} and "method_lr" not in narrowed(str(path), {"methods": "full", "method_lr": {}})
     assert narrowed(None, overrides) == {}
+
+
+def test_a_cell_training_in_another_worker_is_skipped_untouched(tmp_path, capsys):
+    from tests.utils.test_lock import _holder
+
+    data = _setup(tmp_path)
+    out = tmp_path / "study"
+    args = ["study", "--base", str(tmp_path / "base"), "--data-dir", str(data), "--methods", "full,bitfit",
+            "--seeds", "1", "--steps", "1", "--output-dir", str(out), "--quiet",
+            "--set", "train.batch_size=8", "--set", "train.micro_batch_size=8", "--set", "validation_rows=0"]
+    proc = _holder(out / "full" / ".seed-1.lock")  # another study process is training full / seed 1
+    try:
+        assert main(args) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "full seed 1 is running in another process, skipped" in capsys.readouterr().out
+    assert not (out / "full" / "seed-1").exists() and (out / "bitfit" / "seed-1" / "result.json").is_file()
+    assert not (out / "bitfit" / ".seed-1.lock").exists()
+    assert main(args) == 0  # the lock is gone: the cell trains now
+    assert (out / "full" / "seed-1" / "result.json").is_file()

@@ -20,10 +20,11 @@ def _fake_run_cell(calls):
         run = cfg.run_config(method, seed, task)
         calls.append((task, method, seed, run.train.lr, run.output_dir))
         value = VALIDATION.get((task, run.train.lr), 0.6) if method == "trajectory" else 0.6
-        if value is None:
-            return None
         out = Path(run.output_dir)
         out.mkdir(parents=True, exist_ok=True)
+        if value is None:  # diverged: recorded as study.run_cell does
+            (out / "failed.json").write_text("{}")
+            return None
         (out / "result.json").write_text(json.dumps({
             "validation": {"generation": {"primary": "accuracy", "metrics": {"accuracy": value}}},
             "dev": {"metrics": {"accuracy": 1.0 - value}}}))  # the reported split: never read
@@ -52,6 +53,22 @@ def test_rates_chosen_on_validation_then_other_seeds_at_them(tmp_path):
     assert json.loads((copied / "selected_from.json").read_text())["chosen_lr"] == 3e-3
     assert all(c[3] == 5e-5 for c in calls if c[1] == "full")  # no grid: the method's own rate
     assert len(results) == 2 * 2 * 3
+
+
+def test_no_rate_is_chosen_while_a_search_run_trains_in_another_worker(tmp_path):
+    cfg = StudyConfig(tasks=["sst2"], methods=["trajectory"], seeds=[1, 2], lr_grid={"trajectory": [1e-3, 3e-3]},
+                      validation_rows=10, output_dir=str(tmp_path), train=TrainConfig(max_steps=1, warmup_steps=0))
+    calls = []
+    fake = _fake_run_cell(calls)
+
+    def busy_at_3e3(c, task, method, seed, progress=True):  # None without failed.json: locked elsewhere
+        return None if c.run_config(method, seed, task).train.lr == 3e-3 else fake(c, task, method, seed)
+
+    assert run_with_lr_search(cfg, False, busy_at_3e3) == []
+    assert not (tmp_path / "lr-search" / "sst2" / "trajectory.json").exists()  # nothing chosen yet
+    assert [c[2] for c in calls] == [1]  # the other seed waits for the choice
+    assert len(run_with_lr_search(cfg, False, fake)) == 2  # a later pass chooses and goes on
+    assert json.loads((tmp_path / "lr-search" / "sst2" / "trajectory.json").read_text())["chosen_lr"] == 3e-3
 
 
 def test_bad_lr_grids_name_the_field():

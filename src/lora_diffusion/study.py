@@ -11,7 +11,10 @@ seeds (``task_seeds``) and settings (``task_overrides``: dotted fields of the ru
 method. Runs go seed by seed (every task and method at the first seed, then the next), so an
 interrupted study already has one seed per cell. A finished run (result present) is
 skipped, an interrupted one resumes from its newest checkpoint. Every method gets the same
-step budget, batch, data order (per seed) and evaluation.
+step budget, batch, data order (per seed) and evaluation. Several workers (one per GPU, or
+one per core) may run one study into one directory: the worker training a cell holds its
+lock (``.seed-<n>.lock`` beside the run, released even if the worker crashes) and the
+others skip that cell.
 
 A grid (``grid``: dotted ``FinetuneConfig`` field -> values, e.g.
 ``{"method_options.lambda_rank": [0, 0.01]}``; several fields give their cartesian product)
@@ -37,14 +40,14 @@ from .data.examples import task_names
 from .finetune import FinetuneConfig, run_finetune
 from .methods import method_config, registered_methods
 from .runs import flatten
-from .study_lr import run_with_lr_search
+from .study_lr import FAILED_FILE, run_with_lr_search
 from .training.checkpoint import list_checkpoints
 from .training.trainer import TrainingDiverged
 from .utils.io import atomic_write_json, check_writable_dir
+from .utils.lock import try_lock
 from .utils.repro import provenance
 
 log = logging.getLogger(__name__)
-FAILED_FILE = "failed.json"
 
 
 def base_method(name: str) -> str:
@@ -231,21 +234,28 @@ def grid_points(cfg: StudyConfig) -> list[GridPoint]:
 
 
 def run_cell(cfg: StudyConfig, task: str, method: str, seed: int, progress: bool = True) -> Path | None:
-    """Run one (task, method, seed) unless finished (or failed before); its result file, or
-    None when it diverged."""
+    """Run one (task, method, seed) unless finished (or failed before, or running in another
+    worker: several ``study`` processes may share one output directory, each cell locked by
+    the one training it); its result file, or None when it diverged or runs elsewhere."""
     run = cfg.run_config(method, seed, task)
-    result = Path(run.output_dir) / "result.json"
-    failed = Path(run.output_dir) / FAILED_FILE
+    out = Path(run.output_dir)
+    result, failed = out / "result.json", out / FAILED_FILE
     if result.is_file():
         log.info("study: %s %s seed %d already done, skipped", task, method, seed)
-    elif failed.is_file() and not cfg.retry_failed:
-        log.info("study: %s %s seed %d failed before (%s), skipped", task, method, seed, failed)
-    else:
+        return result
+    with try_lock(out.parent / f".{out.name}.lock") as mine:
+        if not mine:
+            print(f"[study] {task} {method} seed {seed} is running in another process, skipped", flush=True)
+            return None
+        if result.is_file():  # finished by another worker since the check above
+            return result
+        if failed.is_file() and not cfg.retry_failed:
+            log.info("study: %s %s seed %d failed before (%s), skipped", task, method, seed, failed)
+            return None
         # an interrupted run resumes; a failed one (its checkpoints would diverge again) and the
         # leftovers of an attempt without checkpoints are discarded: it starts over
-        resume = bool(list_checkpoints(Path(run.output_dir) / "checkpoints")) and not failed.is_file()
-        print(f"[study] {task} {method} seed {seed}{' (resuming)' if resume else ''} -> {run.output_dir}",
-              flush=True)
+        resume = bool(list_checkpoints(out / "checkpoints")) and not failed.is_file()
+        print(f"[study] {task} {method} seed {seed}{' (resuming)' if resume else ''} -> {out}", flush=True)
         try:
             run_finetune(run, resume=resume, progress=progress, overwrite=not resume)
         except TrainingDiverged as err:  # recorded and reported as such; the study goes on
@@ -254,7 +264,7 @@ def run_cell(cfg: StudyConfig, task: str, method: str, seed: int, progress: bool
             print(f"[study] {task} {method} seed {seed} FAILED: {err} (recorded in {failed})", flush=True)
             return None
         if not cfg.keep_checkpoints and result.is_file():
-            shutil.rmtree(Path(run.output_dir) / "checkpoints", ignore_errors=True)
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return result
 
 

@@ -26,6 +26,7 @@ from .utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 SEARCH_DIR = "lr-search"
+FAILED_FILE = "failed.json"  # a diverged run's record (study.run_cell)
 
 
 def validation_score(result_file: Path) -> float:
@@ -51,12 +52,21 @@ def search_study(cfg, lr: float, task: str):
 
 def choose_lr(cfg, task: str, method: str, progress: bool, run_cell) -> float | None:
     """Train the first seed at every rate of the method's grid; record and return the best
-    (None if every run diverged)."""
+    (None if every run diverged, or if a search run is still training in another worker:
+    nothing is chosen or recorded then, a later pass chooses)."""
     seed = cfg.seeds_of(task)[0]
     scores: dict[str, Any] = {}
+    busy = []
     for lr in cfg.lr_grid[method]:
-        result = run_cell(search_study(cfg, lr, task), task, method, seed, progress)
+        search = search_study(cfg, lr, task)
+        result = run_cell(search, task, method, seed, progress)
         scores[f"{lr:g}"] = validation_score(result) if result is not None else None
+        if result is None and not (search.run_dir(method, seed, task) / FAILED_FILE).is_file():
+            busy.append(lr)
+    if busy:
+        log.info("study: %s %s: search runs at %s train in another worker; the rate is chosen later",
+                 task, method, busy)
+        return None
     finite = {k: v for k, v in scores.items() if v is not None}
     chosen = float(max(finite, key=lambda k: finite[k])) if finite else None
     record = Path(cfg.output_dir) / SEARCH_DIR / task / f"{method}.json"
