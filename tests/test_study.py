@@ -165,19 +165,25 @@ def test_trainable_cell_gives_the_range_over_tasks_heads():
     assert trainable_cell([]) == "-"
 
 
-def test_a_run_without_timed_steps_takes_its_logged_step_times(tmp_path):
+def test_step_times_are_medians_taken_from_the_logged_steps_for_older_records(tmp_path):
     from lora_diffusion.report_tasks import logged_step_time, mean_step_time
 
     history = tmp_path / "training_history.json"
     history.write_text(json.dumps([{"step": 1, "time_per_step": 9.0}, {"step": 10, "time_per_step": 2.0},
-                                   {"step": 20, "time_per_step": 4.0}, {"step": 20, "eval/accuracy": 0.5}]))
-    summary = {"mean_time_per_step_s": None}
-    logged_step_time(summary, history)  # the first step (warm-up) left out
-    assert summary == {"mean_time_per_step_s": 3.0, "step_time_source": "logged steps"}
-    assert mean_step_time([summary, {"mean_time_per_step_s": 1.0}]) == "2.000*"
-    timed = {"mean_time_per_step_s": 1.5}
-    logged_step_time(timed, history)
-    assert timed == {"mean_time_per_step_s": 1.5}
+                                   {"step": 20, "time_per_step": 4.0}, {"step": 30, "time_per_step": 2835.0},
+                                   {"step": 30, "eval/accuracy": 0.5}]))
+    summary = {"mean_time_per_step_s": None}  # an older run resumed at its last step: nothing timed
+    logged_step_time(summary, history)  # the first step (warm-up) left out; a paused step does not count
+    assert summary == {"mean_time_per_step_s": 947.0, "median_time_per_step_s": 4.0,
+                       "step_time_source": "logged steps"}
+    assert mean_step_time([summary, {"mean_time_per_step_s": 1.0}]) == "2.500*"
+    older = {"mean_time_per_step_s": 11.6}  # a mean over every step, one of them paused for 47 minutes
+    logged_step_time(older, history)
+    assert older == {"mean_time_per_step_s": 11.6, "median_time_per_step_s": 4.0, "step_time_source": "logged steps"}
+    recorded = {"mean_time_per_step_s": 1.5, "median_time_per_step_s": 1.2}
+    logged_step_time(recorded, history)
+    assert recorded == {"mean_time_per_step_s": 1.5, "median_time_per_step_s": 1.2}
+    assert mean_step_time([recorded]) == "1.200"
 
 
 def test_subset_flags_narrow_a_config_files_per_method_and_per_task_settings(tmp_path):

@@ -34,6 +34,7 @@ from .report_tasks import (
     collect_tasks,
     headline_table,
     statistics,
+    step_time,
 )
 from .stats import compare_paired
 from .study_lr import SEARCH_DIR
@@ -76,6 +77,11 @@ def _summary(runs: dict[int, dict[str, Any]], key: str) -> float | None:
     return _mean((r.get("summary") or {}).get(key) for r in runs.values())
 
 
+def _step_time(runs: dict[int, dict[str, Any]]) -> float | None:
+    """Mean over seeds of each run's median train step time."""
+    return _mean(step_time(r.get("summary") or {}) for r in runs.values())
+
+
 def _percent_of_base(runs: dict[int, dict[str, Any]]) -> float | None:
     for r in runs.values():
         acc = (r.get("summary") or {}).get("accounting")
@@ -105,12 +111,11 @@ def choose_variant(runs_by_method: dict[str, dict[int, dict[str, Any]]]) -> tupl
 def step_ratio(task_runs, variant: str, bench: dict[str, Any] | None) -> tuple[float | None, str]:
     """Variant's train step time / full fine-tuning's: side by side from ``bench`` (its
     ``training[method]["median_s"]``) when it has both, else from the study's runs (the mean over
-    seeds of each run's ``mean_time_per_step_s``). Returns (ratio, source)."""
+    seeds of each run's median step time). Returns (ratio, source)."""
     timed = (bench or {}).get("training") or {}
     if variant in timed and REFERENCE in timed:
         return timed[variant]["median_s"] / timed[REFERENCE]["median_s"], "bench"
-    mine, ref = _summary(task_runs.get(variant, {}), "mean_time_per_step_s"), \
-        _summary(task_runs.get(REFERENCE, {}), "mean_time_per_step_s")
+    mine, ref = _step_time(task_runs.get(variant, {})), _step_time(task_runs.get(REFERENCE, {}))
     return (mine / ref if mine is not None and ref else None), "runs"
 
 
@@ -200,7 +205,7 @@ def budget_table(data) -> list[str]:
             lines.append(f"| {t} | {m} | {len(runs)} | {_fmt(_mean(s.get('selected_step') for s in sel), '.0f')} | "
                          f"{_fmt(_summary(runs, 'steps'), '.0f')} | {stopped} | "
                          f"{_fmt(_summary(runs, 'wall_time_s'), '.0f')} | "
-                         f"{_fmt(_summary(runs, 'mean_time_per_step_s'), '.3f')} |")
+                         f"{_fmt(_step_time(runs), '.3f')} |")
     return lines
 
 
@@ -215,8 +220,11 @@ def history(study_dir: str | Path, task: str, method: str, seed: int) -> list[tu
 
 
 def wall_budget(data, task: str) -> float | None:
-    """W: the mean training wall time of the paper's trajectory method on the task."""
-    return _summary(data[task].get(TRAJECTORY, {}), "wall_time_s")
+    """W: the paper's trajectory method's training time on the task, mean over seeds of steps
+    trained x median step time (evaluations and pauses of the process left out, as for every
+    method placed within W)."""
+    return _mean(((r.get("summary") or {}).get("steps") or 0) * t if (t := step_time(r.get("summary") or {}))
+                 else None for r in data[task].get(TRAJECTORY, {}).values())
 
 
 def at_budget(curve: list[tuple[int, float]], seconds_per_step: float | None,
@@ -230,7 +238,7 @@ def at_budget(curve: list[tuple[int, float]], seconds_per_step: float | None,
 
 def wall_clock_table(study_dir: str | Path, data) -> list[str]:
     """Per task and method: the validation primary metric at the last evaluation whose step x
-    the run's mean train s/step is within W (the trajectory method's mean wall time on the task),
+    the run's median train s/step is within W (``wall_budget``),
     mean over seeds (the step reached is the mean of those seeds'), beside the validation value
     of its own selected step (its own, early-stopped budget). ``-``: no evaluation fits in W."""
     lines = ["| task | W (s) | method | train s/step | step reached in W | validation primary at W | "
@@ -242,11 +250,11 @@ def wall_clock_table(study_dir: str | Path, data) -> list[str]:
             continue
         for m in _methods({t: data[t]}):
             runs = data[t][m]
-            hits = [at_budget(history(study_dir, t, m, seed), (r.get("summary") or {}).get("mean_time_per_step_s"),
+            hits = [at_budget(history(study_dir, t, m, seed), step_time(r.get("summary") or {}),
                               budget) for seed, r in runs.items()]
             hits = [h for h in hits if h is not None]
             own = _mean(((r.get("summary") or {}).get("selection") or {}).get("selected_value") for r in runs.values())
-            lines.append(f"| {t} | {budget:.0f} | {m} | {_fmt(_summary(runs, 'mean_time_per_step_s'), '.3f')} | "
+            lines.append(f"| {t} | {budget:.0f} | {m} | {_fmt(_step_time(runs), '.3f')} | "
                          f"{_fmt(_mean(s for s, _ in hits), '.0f')} | {_fmt(_mean(v for _, v in hits))} | "
                          f"{_fmt(own)} |")
     return lines
@@ -276,7 +284,7 @@ def curves_figure(study_dir: str | Path, data, task: str, out: Path) -> Path | N
         drawn = True
         steps, values = [s for s, _ in curve], [v for _, v in curve]
         (line,) = left.plot(steps, values, marker=".", label=f"{m} (seed {seed})")
-        tps = (runs[seed].get("summary") or {}).get("mean_time_per_step_s")
+        tps = step_time(runs[seed].get("summary") or {})
         if tps:
             right.plot([s * tps for s in steps], values, marker=".", color=line.get_color())
     budget = wall_budget(data, task)
@@ -287,7 +295,7 @@ def curves_figure(study_dir: str | Path, data, task: str, out: Path) -> Path | N
         plt.close(fig)
         return None
     left.set_xlabel("step")
-    right.set_xlabel("training seconds (step x mean train s/step)")
+    right.set_xlabel("training seconds (step x median train s/step)")
     for ax in (left, right):
         ax.set_ylabel("validation primary metric (%)")
         ax.grid(alpha=0.3)
@@ -302,14 +310,14 @@ def curves_figure(study_dir: str | Path, data, task: str, out: Path) -> Path | N
 
 def pareto_figure(data, out: Path) -> Path | None:
     """One panel per task: trainable % of base (log x) vs mean reported primary metric, marker
-    area proportional to mean train s/step, each point labelled with its method."""
+    area proportional to the median train s/step, each point labelled with its method."""
     points = {}
     for t in sorted(data):
         for m in _methods({t: data[t]}):
             runs = data[t][m]
             x, y = _percent_of_base(runs), _mean(_values(runs).values())
             if x is not None and x > 0 and y is not None:
-                points.setdefault(t, []).append((m, x, y, _summary(runs, "mean_time_per_step_s")))
+                points.setdefault(t, []).append((m, x, y, _step_time(runs)))
     if not points:
         return None
     plt = _plt()
@@ -352,7 +360,7 @@ def write_quality_report(study_dir: str | Path, out_dir: str | Path, command: st
     if command:
         text += ["", f"Command: `{command}`"]
     timed = ("from the side-by-side benchmark `" + str(bench) + "` (median train step, interleaved)"
-             if bench_data else "from the study's own runs (mean over seeds of each run's mean train s/step); "
+             if bench_data else "from the study's own runs (mean over seeds of each run's median train s/step); "
              "these were measured in separate runs, possibly beside other jobs on the machine")
     text += ["", "## Target", "", f"Target: {TARGET}.", "",
              "The variant is chosen per task among the trajectory methods (`trajectory`, `trajectory@*`) by its "
@@ -369,9 +377,9 @@ def write_quality_report(study_dir: str | Path, out_dir: str | Path, command: st
              "## Budgets and model selection", "",
              "Means over seeds; early-stopped: seeds whose patience ran out before the step cap.", "",
              *budget_table(data), "", "## Equal wall-clock comparison", "",
-             f"W: the mean training wall time of `{TRAJECTORY}` on the task (evaluations included). For each "
+             f"W: the training time of `{TRAJECTORY}` on the task (steps x median s/step, mean over seeds). For each "
              "method, the validation primary metric (not the reported split) at its last evaluation within W "
-             "(step x its mean train s/step <= W), mean over seeds. The equal-steps view is the main table above "
+             "(step x its median train s/step <= W), mean over seeds. The equal-steps view is the main table above "
              "(every method trained to its own early stop).", "", *wall_clock_table(study_dir, data),
              "", "## Learning curves (validation)", ""]
     for t in sorted(data):

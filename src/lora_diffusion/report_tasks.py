@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from .stats import compare_paired, summarize
@@ -43,14 +44,22 @@ def collect_tasks(study_dir: str | Path) -> dict[str, dict[str, dict[int, dict[s
 
 
 def logged_step_time(summary: dict[str, Any], history: Path) -> None:
-    """A run resumed at its last step by an older version timed no step in its final process
-    (``mean_time_per_step_s`` None): take the mean of the steps its history logged (every
+    """A run recorded by an older version has no ``median_time_per_step_s`` (and one resumed at
+    its last step no mean either): take them from the steps its history logged (every
     ``log_every``-th, the first left out), marked ``step_time_source: logged steps``."""
-    if summary.get("mean_time_per_step_s") is not None or not history.is_file():
+    if summary.get("median_time_per_step_s") is not None or not history.is_file():
         return
     times = [h["time_per_step"] for h in json.loads(history.read_text()) if "time_per_step" in h and h["step"] > 1]
     if times:
-        summary.update(mean_time_per_step_s=sum(times) / len(times), step_time_source="logged steps")
+        summary.update(median_time_per_step_s=median(times), step_time_source="logged steps")
+        if summary.get("mean_time_per_step_s") is None:
+            summary["mean_time_per_step_s"] = sum(times) / len(times)
+
+
+def step_time(summary: dict[str, Any]) -> float | None:
+    """A run's train step time (s): the median over its steps, the mean where no median exists."""
+    mid = summary.get("median_time_per_step_s")
+    return mid if mid is not None else summary.get("mean_time_per_step_s")
 
 
 def collect_failed(study_dir: str | Path) -> dict[tuple[str, str], list[int]]:
@@ -147,7 +156,7 @@ def task_tables(data) -> list[str]:
                   f"{info.get('notes', '')}", ""]
         cols = keys + ([f"{k} (raw refs)" for k in keys] if raw else [])
         extra = ["generation acc.", "head acc."] if "head_accuracy" in first["dev"] else []
-        lines += ["| method | " + " | ".join(cols + extra) + " | train s/step (*: of the logged steps) | "
+        lines += ["| method | " + " | ".join(cols + extra) + " | train s/step (median; *: of the logged steps) | "
                   "s / sample (generation) |",
                   "|---|" + "---:|" * (len(cols) + len(extra) + 2)]
         for m in _methods({t: data[t]}):
@@ -164,10 +173,9 @@ def task_tables(data) -> list[str]:
 
 
 def mean_step_time(summaries: list[dict[str, Any]]) -> str:
-    """Mean train step time (s) over the runs that timed steps; ``-`` when none did (a run
-    resumed at its last step trains no step in its final process); ``*`` when a figure is the
-    mean of the logged steps (``logged_step_time``)."""
-    times = [s["mean_time_per_step_s"] for s in summaries if s.get("mean_time_per_step_s") is not None]
+    """Mean over runs of each run's median train step time (``step_time``); ``-`` when no run
+    timed a step; ``*`` when a figure comes from the logged steps (``logged_step_time``)."""
+    times = [t for t in map(step_time, summaries) if t is not None]
     logged = any(s.get("step_time_source") == "logged steps" for s in summaries)
     return f"{sum(times) / len(times):.3f}{'*' if logged else ''}" if times else "-"
 

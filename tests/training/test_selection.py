@@ -155,8 +155,11 @@ def test_resumed_run_reports_the_training_time_of_every_segment(tmp_path):
     last = checkpoint_timing(list_checkpoints(tmp_path / "checkpoints")[-1])
     assert last["timed_steps"] == 2 and last["wall_s"] > before["wall_s"]
     assert summary["mean_time_per_step_s"] == pytest.approx(last["step_time_sum_s"] / 2)
+    assert len(last["step_times_s"]) == 2 and last["step_times_s"][0] == before["step_times_s"][0]
+    assert summary["median_time_per_step_s"] == pytest.approx(sum(last["step_times_s"]) / 2)  # median of two
     done, _, _, evaluate = _setup(tmp_path, interrupt_at=4)
     evaluate.resumed = True
     finished = done.fit(resume=True)  # nothing left to train: the time is still the run's, not ~0
     assert finished["steps_this_run"] == 0 and finished["wall_time_s"] >= last["wall_s"]
     assert finished["mean_time_per_step_s"] == summary["mean_time_per_step_s"]
+    assert finished["median_time_per_step_s"] == summary["median_time_per_step_s"]

@@ -73,7 +73,7 @@ def save_checkpoint(
     run_config: dict[str, Any] | None = None,
     *,
     gathered: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
-    timing: dict[str, float] | None = None,
+    timing: dict[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically under ``root`` and prune to the newest ``keep``.
     ``run_config`` (the run's whole configuration) lets ``--resume`` refuse a changed one.
@@ -110,7 +110,7 @@ def save_checkpoint(
     return target
 
 
-def checkpoint_timing(path: Path) -> dict[str, float]:
+def checkpoint_timing(path: Path) -> dict[str, Any]:
     """The ``timing`` saved with checkpoint ``path`` ({} for checkpoints of older versions)."""
     try:
         return json.loads((path / STATE_FILE).read_text()).get("timing") or {}

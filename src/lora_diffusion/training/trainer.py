@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -151,7 +152,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.step = 0
         # training time of the segments before this one (a resumed run), and of this one so far
-        self._timing_before: dict[str, float] = {}
+        self._timing_before: dict[str, Any] = {}
         self._segment_start, self._segment_times = time.perf_counter(), []
         self.selector = (Selector(self.output_dir, cfg.select_metric, cfg.early_stopping_patience, cfg.min_delta,
                                   cfg.min_steps)
@@ -192,13 +193,14 @@ class Trainer:
             timing=self._timing(),
         )
 
-    def _timing(self) -> dict[str, float]:
-        """Training time over every segment of the run up to now: wall seconds, and the sum and
-        count of the step times that enter the mean (each segment's first step is left out as warm-up)."""
+    def _timing(self) -> dict[str, Any]:
+        """Training time over every segment of the run up to now: wall seconds, and the step times
+        that enter the mean and the median (each segment's first step is left out as warm-up)."""
         before, warm = self._timing_before, self._segment_times[1:]
         return {"wall_s": before.get("wall_s", 0.0) + time.perf_counter() - self._segment_start,
                 "step_time_sum_s": before.get("step_time_sum_s", 0.0) + sum(warm),
-                "timed_steps": before.get("timed_steps", 0) + len(warm)}
+                "timed_steps": before.get("timed_steps", 0) + len(warm),
+                "step_times_s": [*before.get("step_times_s", []), *(round(t, 6) for t in warm)]}
 
     def restore(self) -> bool:
         """Load the newest checkpoint (weights, optimiser, scheduler, RNGs, history), if any."""
@@ -364,16 +366,19 @@ class Trainer:
     def _summary(self, start_step: int, times: list[float], wall: float) -> dict[str, Any]:
         """``wall_time_s`` and ``mean_time_per_step_s`` cover every segment of a resumed run (the
         steps redone after an interruption count once, in the segment that kept them);
-        ``*_this_run`` only this call of ``fit``."""
+        ``*_this_run`` only this call of ``fit``. The median step time is the robust figure: a
+        process paused mid-step (a suspended machine) makes one step hours long and the mean with it.
+        (The median covers the steps of segments saved by this version.)"""
         total = self._timing()
         if not total["timed_steps"] and times:  # a one-step run: its only step
-            total = {**total, "step_time_sum_s": sum(times), "timed_steps": len(times)}
+            total = {**total, "step_time_sum_s": sum(times), "timed_steps": len(times), "step_times_s": times}
         summary = {
             "steps": self.step,
             "steps_this_run": self.step - start_step,
             "wall_time_s": total["wall_s"],
             "wall_time_this_run_s": wall,
             "mean_time_per_step_s": total["step_time_sum_s"] / total["timed_steps"] if total["timed_steps"] else None,
+            "median_time_per_step_s": statistics.median(total["step_times_s"]) if total["step_times_s"] else None,
             "peak_memory_mb": peak_memory_mb(self.accelerator.device),
             "trainable_parameters": self.num_trainable,
             "effective_batch": self.cfg.batch_size,
