@@ -80,3 +80,16 @@ def test_generate_prints_the_memorised_responses(trained):
     refused = cli("generate", "--adapter", str(trained / "run" / "adapter"), "--prompt", "x", "--output", str(out),
                   check=False)
     assert refused.returncode == 2 and "--overwrite" in refused.stderr
+
+
+def test_end_bias_decides_where_responses_stop(trained):
+    adapter = str(trained / "run" / "adapter")
+    never = cli("generate", "--adapter", adapter, "--prompt", "apple means:", "--template", "{prompt}",
+                "--end-bias=-1e4", "--response-length", "6")
+    words = never.stdout.split()
+    assert len(words) >= 5 and words[:2] == ROWS[0]["response"].split()  # the end token never drawn: 6 tokens
+    at_once = cli("generate", "--adapter", adapter, "--prompt", "apple means:", "--template", "{prompt}",
+                  "--end-bias", "1e4")
+    assert at_once.stdout.strip() == ""  # the end token everywhere: an empty response
+    bad = cli("generate", "--adapter", adapter, "--prompt", "x", "--set", "sampling.end_bias=nan", check=False)
+    assert bad.returncode == 2 and "end_bias" in bad.stderr and "Traceback" not in bad.stderr

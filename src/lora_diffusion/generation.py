@@ -23,7 +23,8 @@ a task's metric is measured like any other decoding option (``reports/generation
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -128,7 +129,12 @@ class GenerationOptions:
     recorded) full, or prefix with ``exact``. ``exact`` on a model trained with full attention needs
     an explicit ``prefix`` (``resolved_attention``).
 
-    ``precision``: fp32, or bf16 (the model calls under bfloat16 autocast; ``generate``)."""
+    ``precision``: fp32, or bf16 (the model calls under bfloat16 autocast; ``generate``).
+
+    ``end_bias``: added to the end token's logit at every draw (free text only; classification
+    has no end token): negative values make a response stop later. A model that predicts the end
+    token too readily (weakly trained, most of its training positions being end/fill tokens)
+    otherwise writes empty responses; choose the value on validation rows, never the reported ones."""
 
     num_steps: int = 0
     remasking: str = "random"
@@ -143,6 +149,7 @@ class GenerationOptions:
     prompt_attention: str = ""  # "": the model's own (resolved_attention)
     response_length: int = 0
     precision: str = "fp32"
+    end_bias: float = 0.0
     batch_size: int = 32
     seed: int = 0
 
@@ -165,6 +172,8 @@ class GenerationOptions:
                 "'exact' needs prompt_attention=prefix (under full attention the prompt sees the response)")
         require(self.precision in PRECISION, "precision", f"must be one of {list(PRECISION)}, got {self.precision!r}")
         require(self.response_length >= 0, "response_length", f"must be >= 0, got {self.response_length}")
+        require(isinstance(self.end_bias, (int, float)) and math.isfinite(self.end_bias), "end_bias",
+                f"must be a finite number, got {self.end_bias!r}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
 
     def resolved_attention(self, model_attention: str = "") -> str:
@@ -190,7 +199,7 @@ class GenerationOptions:
                              block_length=self.block_length, parallel=self.parallel,
                              threshold=float(self.threshold), tokens_per_call=self.tokens_per_call,
                              prompt_cache=self.prompt_cache, precision=self.precision,
-                             prompt_attention=self.resolved_attention(model_attention))
+                             end_bias=float(self.end_bias), prompt_attention=self.resolved_attention(model_attention))
 
 
 @dataclass
@@ -213,6 +222,8 @@ def reverse_run(model: torch.nn.Module, data, cfg: SamplerConfig | None = None, 
     cfg = cfg or SamplerConfig(num_steps=backbone.diffusion.num_steps, greedy=True,
                                prompt_attention=backbone.prompt_attention or "full")
     head = head_of(model) if len(data) and "label" in data[0] else None
+    if cfg.end_bias and getattr(data, "end_id", None) is not None:
+        cfg = replace(cfg, end_token_id=data.end_id)
     gen = torch.Generator().manual_seed(seed)
     regions: list[list[int]] = []
     heads: list[int] = []

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -185,3 +187,17 @@ def test_generation_options_map_remasking_and_validate():
     assert GenerationOptions(remasking="margin", temperature=0.5, greedy=False).sampler(10).strategy == "margin"
     with pytest.raises(ConfigError, match="remasking"):
         GenerationOptions(remasking="topk")
+
+
+def test_end_bias_moves_the_end_tokens_probability_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))  # token 0 plays the end token
+    cfg = SamplerConfig(greedy=True, end_bias=-math.log(4.0), end_token_id=0)
+    tok, prob = draw_tokens(logits, cfg)
+    # p_end = 0.5 / 4 / (0.5 / 4 + 0.5) = 0.2; the others 0.3 / 0.625 = 0.48, 0.2 / 0.625 = 0.32
+    assert tok.tolist() == [1] and torch.allclose(prob, torch.tensor([0.48]))
+    assert draw_tokens(logits, SamplerConfig(greedy=True, end_bias=-math.log(4.0)))[0].tolist() == [0]  # no end id
+    unbiased = logits.clone()
+    draw_tokens(logits, cfg)
+    assert torch.equal(logits, unbiased)  # the caller's logits are left alone
+    with pytest.raises(ValueError, match="end_bias"):
+        SamplerConfig(end_bias=float("-inf"))

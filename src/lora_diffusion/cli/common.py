@@ -44,6 +44,9 @@ def add_sampling(p: argparse.ArgumentParser, prefix: str = "sampling.") -> None:
     g.add_argument("--precision", dest=f"{prefix}precision", choices=["fp32", "bf16"],
                    help="bf16: model calls under bfloat16 autocast (faster where the hardware has bf16 "
                         "matrix units; outputs may differ slightly); default fp32")
+    g.add_argument("--end-bias", type=float, dest=f"{prefix}end_bias", metavar="B",
+                   help="add B to the end token's logit at every draw (free text; negative: longer "
+                        "responses, against a model that stops at once); default 0")
     g.add_argument("--batch-size", type=int, dest=f"{prefix}batch_size", metavar="N")
     g.add_argument("--seed", type=int, dest=f"{prefix}seed", metavar="N", help="sampling seed")
 

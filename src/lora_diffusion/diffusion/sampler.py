@@ -70,6 +70,8 @@ class SamplerConfig:
     prompt_cache: str = "none"  # none, exact (needs prompt_attention=prefix) or approximate (prompt_cache.py)
     prompt_attention: str = "full"  # full, or prefix: prompt queries see only prompt keys
     precision: str = "fp32"  # fp32, or bf16: the model calls under bf16 autocast (``generation.generate``)
+    end_bias: float = 0.0  # added to the end token's logit at every draw (< 0: stop later)
+    end_token_id: int = -1  # the end token (set from the data by ``generation.reverse_run``); -1: none
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -94,6 +96,8 @@ class SamplerConfig:
             raise ValueError(f"sampler.prompt_attention must be one of {PROMPT_ATTENTION}, got {self.prompt_attention!r}")
         if self.precision not in PRECISION:
             raise ValueError(f"sampler.precision must be one of {PRECISION}, got {self.precision!r}")
+        if not math.isfinite(self.end_bias):
+            raise ValueError(f"sampler.end_bias must be finite, got {self.end_bias}")
         if self.prompt_cache == "exact" and self.prompt_attention != "prefix":
             raise ValueError("sampler.prompt_cache 'exact' needs prompt_attention='prefix' "
                              "(under full attention the prompt sees the response)")
@@ -106,8 +110,14 @@ def draw_tokens(logits: Tensor, cfg: SamplerConfig, generator: torch.Generator |
     to the ``top_k`` largest logits (0 = all): by inverse CDF from the given uniforms ``u`` (N,),
     token = min{v : sum_{w <= v} p_w > u}, or else from ``generator``.
     Returns (tokens (N,), confidence (N,)): the drawn token's probability, or with ``margin``
-    the gap p_(1) - p_(2) between the two largest probabilities."""
+    the gap p_(1) - p_(2) between the two largest probabilities. ``cfg.end_bias`` b is added to
+    the end token's logit first: its probability becomes p_end e^b / (p_end e^b + 1 - p_end), the
+    penalty on end tokens Dream applies (and the cure for the flood of early end tokens LLaDA
+    reports for its instruct model, Appendix B.3)."""
     logits = logits.float()
+    if cfg.end_bias and cfg.end_token_id >= 0:
+        logits = logits.clone()
+        logits[:, cfg.end_token_id] += cfg.end_bias
     if cfg.top_k:
         kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
