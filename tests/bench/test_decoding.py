@@ -22,11 +22,11 @@ SETTINGS = ["exact", f"steps-{T}", "low-confidence", f"threshold-1.0+steps-{R}",
             "fixed-2+block-4", "threshold-0.9+approx-cache"]
 
 
-def _adapter(root, name, prefix=False):
+def _adapter(root, name, prefix=False, options=None):
     backbone = load_base(str(root / "base"))
     if prefix:
         backbone.prompt_attention = "prefix"
-    model, fingerprint = build_method_model(backbone, "trajectory", {"ranks": [8, 4, 2]}, seed=0)
+    model, fingerprint = build_method_model(backbone, "trajectory", options or {"ranks": [8, 4, 2]}, seed=0)
     save_method(model, root / name, fingerprint)  # untrained: the identity perturbation
     return root / name
 
@@ -145,6 +145,18 @@ def test_prefix_adapter_adds_the_exact_cache(study):
     assert r["prompt_attention"] == "prefix"
     assert s["threshold-0.9+exact-cache"]["metrics"] == s["threshold-0.9"]["metrics"]
     assert s["threshold-0.9+exact-cache"]["positions_per_sample"] < s["threshold-0.9"]["positions_per_sample"]
+
+
+def test_a_setting_the_adapter_cannot_run_is_skipped_and_named(study):
+    root, _ = study
+    adapter = _adapter(root, "traj-deep", options={"preset": "deep-all"})  # no prompt cache on deep sites
+    assert main(["--adapter", str(adapter), "--data-file", str(root / "qa.jsonl"), "--rows", "3",
+                 "--response-length", "4", "--batch-size", "3", "--rounds", "1", "--settings",
+                 "exact,threshold-0.9,threshold-0.9+approx-cache", "--output-dir", str(root / "deep")]) == 0
+    (r,) = json.loads((root / "deep" / "decoding.json").read_text())["results"]
+    assert list(r["settings"]) == ["exact", "threshold-0.9"] and r["method"] == "trajectory@deep-all"
+    assert "deep trajectory sites" in r["skipped_settings"]["threshold-0.9+approx-cache"]
+    assert "- threshold-0.9+approx-cache: not run on this adapter (" in (root / "deep" / "decoding.md").read_text()
 
 
 def _bench_result():

@@ -163,10 +163,12 @@ def study_adapter(adapter: str, task: str, data_root: str, data_file: str, metri
     """Every setting on one adapter: the metric run (all rows) and the timed rounds (one batch)."""
     from ..api import pipeline_for
     from ..backbone import unwrap_backbone
+    from ..config import ConfigError
     from ..data.encoding import pad_collate, response_tokens
     from ..generation import generate
     from ..methods.persistence import read_adapter_config
     from ..metrics import compute_metrics, primary_metric
+    from ..prompt_cache import check_support
     from ..scoring import tokenizer_view
 
     meta = read_adapter_config(adapter)
@@ -179,6 +181,15 @@ def study_adapter(adapter: str, task: str, data_root: str, data_file: str, metri
     names = list(settings or default_settings(attention))
     names = ["exact", *[n for n in names if n != "exact"]]  # the reference, always first
     configs = {n: pipe.sampler(setting_options(n, budget, attention, batch_size, seed)) for n in names}
+    skipped = {}  # settings this model cannot run (a prompt cache on deep trajectory sites): named, not fatal
+    for name, cfg in list(configs.items()):
+        try:
+            check_support(pipe.model, backbone, cfg.prompt_cache, cfg.prompt_attention)
+        except ConfigError as err:
+            skipped[name] = str(err)
+            del configs[name]
+            print(f"[decoding] {Path(adapter).name}: {name} skipped: {err}", flush=True)
+    names = list(configs)
     refs = [tuple(tokenizer_view(pipe.tokenizer, r) for r in ex.answers) for ex in data.examples]
     batches = [pad_collate([data[i] for i in range(lo, min(lo + batch_size, len(data)))], backbone.pad_token_id)
                for lo in range(0, len(data), batch_size)]
@@ -219,7 +230,8 @@ def study_adapter(adapter: str, task: str, data_root: str, data_file: str, metri
     return {"adapter": str(adapter), "method": method_label(meta), "task": task or Path(data_file).name,
             "metric": metric, "primary": primary_metric(metric), "rows": n, "batch_size": batch_size,
             "response_budget": budget, "num_steps": backbone.diffusion.num_steps, "prompt_attention": attention,
-            "mean_length": sum(int(r["input_ids"].shape[0]) for r in data.rows) / n, "settings": out}
+            "mean_length": sum(int(r["input_ids"].shape[0]) for r in data.rows) / n, "settings": out,
+            "skipped_settings": skipped}
 
 
 def method_label(meta: dict[str, Any]) -> str:

@@ -97,6 +97,8 @@ def study_table(r: dict[str, Any]) -> list[str]:
                      f"{t['samples_per_s']:.2f} | {t['speedup']['ratio']:.2f}x | {s['value']:.2f} | "
                      f"{s['delta']:+.2f} | {s['agree_rows']:.3f} / {s['agree_tokens']:.3f} | {s['mask_tokens']} |")
     lines.append("")
+    for name, why in (r.get("skipped_settings") or {}).items():
+        lines.append(f"- {name}: not run on this adapter ({why})")
     for t in r.get("targets") or study_targets(r):
         lines.append(f"- **{t['target']}**: {'met' if t['met'] else '**not met**'}; {t['detail']}")
     return lines + [""]
