@@ -223,8 +223,11 @@ def wall_budget(data, task: str) -> float | None:
     """W: the paper's trajectory method's training time on the task, mean over seeds of steps
     trained x median step time (evaluations and pauses of the process left out, as for every
     method placed within W)."""
-    return _mean(((r.get("summary") or {}).get("steps") or 0) * t if (t := step_time(r.get("summary") or {}))
-                 else None for r in data[task].get(TRAJECTORY, {}).values())
+    def training_time(summary: dict[str, Any]) -> float | None:
+        seconds = step_time(summary)
+        return (summary.get("steps") or 0) * seconds if seconds else None
+
+    return _mean(training_time(r.get("summary") or {}) for r in data[task].get(TRAJECTORY, {}).values())
 
 
 def at_budget(curve: list[tuple[int, float]], seconds_per_step: float | None,
