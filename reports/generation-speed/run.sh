@@ -16,7 +16,9 @@
 #   NOTE (what else ran on the machine: stated in the report), PYTHON (default python),
 #   BENCH_ARGS (more `lora-diffusion bench` flags, e.g. "--set latency_rounds=30").
 # Idempotent: a study whose decoding.json exists, and a bench whose bench.json holds the decoding
-# part, are skipped; the report is always rewritten from what exists.
+# part, are skipped; an interrupted study resumes from its finished settings and rounds; a study
+# another process is running (its output's .lock held) is skipped; the report is always rewritten
+# from what exists.
 set -euo pipefail
 BASE=${1:?usage: bash reports/generation-speed/run.sh <base dir> [data root] [rows per task]}
 DATA=${2:-../shared/data}
@@ -41,10 +43,14 @@ decode() {  # <task> <adapter> <output dir> <label>: one decoding study, skipped
   dirs+=("$3")
   [ -d "$2" ] || { echo "[generation-speed] $2 missing (not trained yet), skipped"; return 0; }
   [ -f "$3/decoding.json" ] && { echo "[generation-speed] $1 / $4 done, skipped"; return 0; }
+  mkdir -p "$3"
+  exec 9>"$3/.lock"  # one process per study: another worker running it is left alone
+  flock -n 9 || { echo "[generation-speed] $1 / $4 is running in another process, skipped"; exec 9>&-; return 0; }
   echo "[generation-speed] $1 / $4"
   "${pin[@]}" "$PY" -m lora_diffusion.bench.decoding --adapter "$2" --base "$BASE" --task "$1" \
     --data-root "$DATA" --rows "$ROWS" --batch-size 32 --rounds "$ROUNDS" --threads "$THREADS" \
     --note "$NOTE" --output-dir "$3"
+  exec 9>&-
 }
 for task in squad commongen "$third" sst2; do
   for m in trajectory lora; do

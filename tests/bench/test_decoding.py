@@ -197,3 +197,47 @@ def test_bench_decoding_targets_by_hand():
     text = markdown(result)
     assert "throughput / exact sampler" not in text.split("## Parallel decoding")[0]  # a target of the studies
     assert "| fixed-4 | 10 | 24.00 |" in text and "Noise floor: the frozen base timed twice" in text
+
+
+def test_an_interrupted_study_resumes_from_its_finished_pieces(study, monkeypatch):
+    """Interrupted in its timed rounds, the study keeps every metric run and the finished rounds;
+    run again it generates only what was left and equals the uninterrupted study's metrics."""
+    import lora_diffusion.bench.decoding as decoding
+    import lora_diffusion.generation as generation
+
+    root, full = study
+    settings = ["exact", "threshold-0.5", "fixed-3"]
+    keep = root / "resume" / ".resume-0.json"
+    kw = dict(adapter=str(root / "traj"), task="", data_root="", data_file=str(root / "qa.jsonl"), metric="squad",
+              rows=0, batch_size=3, settings=settings, rounds=3, response_length=R, resume_file=keep)
+    real_time_once, timed = decoding.time_once, []
+
+    def crash_in_round_two(fn):
+        if len(timed) == 4:  # round 1 (3 settings) done, one call into round 2
+            raise KeyboardInterrupt
+        timed.append(1)
+        return real_time_once(fn)
+
+    monkeypatch.setattr(decoding, "time_once", crash_in_round_two)
+    with pytest.raises(KeyboardInterrupt):
+        decoding.study_adapter(**kw)
+    kept = json.loads(keep.read_text())["data"]
+    assert set(kept["metric"]) == set(settings) and all(len(t) == 1 for t in kept["rounds"]["times"].values())
+
+    monkeypatch.setattr(decoding, "time_once", real_time_once)
+    real_generate, calls = generation.generate, []
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
+    again = decoding.study_adapter(**kw)
+    assert len(calls) == 3 + 2 * 3  # a warm-up each and the two rounds left; no metric run again
+    for name in settings:
+        assert again["settings"][name]["metrics"] == full["results"][0]["settings"][name]["metrics"]
+        assert again["settings"][name]["timing"]["runs"] == 3
+    # other inputs: the kept pieces are not used (everything runs again)
+    calls.clear()
+    decoding.study_adapter(**{**kw, "rounds": 1, "seed": 1})
+    assert len(calls) == 3 * 2 + 3 + 3  # two batches of five rows per setting, a warm-up each and one round
+
+
+def test_the_kept_pieces_are_dropped_once_the_result_is_written(study):
+    root, _ = study
+    assert not list((root / "out").glob(".resume-*"))

@@ -21,7 +21,9 @@ time of that run and the agreement with ``exact`` (decoded text per row; respons
 The throughput figures come separately: the settings are timed on one fixed batch (the first
 ``batch_size`` rows) in interleaved rounds after a warm-up call, with pinned threads; the median
 and the range over rounds are reported. Written: ``decoding.json`` (with provenance),
-``decoding.md`` (tables and the targets) and ``pareto.png`` (``decoding_report``).
+``decoding.md`` (tables and the targets) and ``pareto.png`` (``decoding_report``). An interrupted
+study resumes: each finished metric run and timed round is kept in ``OUT/.resume-<i>.json``
+(dropped once the result is written; ignored when any input differs).
 """
 
 from __future__ import annotations
@@ -97,16 +99,25 @@ def parse_setting(name: str, response_budget: int) -> dict[str, Any]:
     return kw
 
 
-def timed_rounds(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, dict]:
+def timed_rounds(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
+                 done: dict[str, list[float]] | None = None,
+                 on_round: Callable[[dict[str, list[float]]], None] | None = None) -> dict[str, dict]:
     """Like ``harness.interleaved`` (round-robin after ``warmup`` calls each), keeping every round's
-    seconds (``times``) so that per-round ratios can be formed."""
-    for fn in fns.values():
+    seconds (``times``) so that per-round ratios can be formed. ``done``: the rounds an interrupted
+    run finished (same names; resumed from there, after a fresh warm-up); ``on_round(times)`` after
+    each round (to keep them)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    if done and set(done) == set(fns) and len({len(t) for t in done.values()}) == 1:
+        times = {name: list(done[name]) for name in fns}
+    left = rounds - len(next(iter(times.values()), []))
+    for fn in fns.values() if left > 0 else ():
         for _ in range(warmup):
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
+    for _ in range(left):
         for name, fn in fns.items():
             times[name].append(time_once(fn))
+        if on_round:
+            on_round(times)
     return {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "runs": len(t), "times": t}
             for name, t in times.items()}
 
@@ -159,8 +170,11 @@ def _agreement(out: list[list[int]], ref: list[list[int]], texts: list[str], ref
 
 def study_adapter(adapter: str, task: str, data_root: str, data_file: str, metric: str, rows: int,
                   batch_size: int, settings: list[str] | None, rounds: int, seed: int = 0,
-                  response_length: int = 0, base: str = "", device: str = "cpu") -> dict[str, Any]:
-    """Every setting on one adapter: the metric run (all rows) and the timed rounds (one batch)."""
+                  response_length: int = 0, base: str = "", device: str = "cpu",
+                  resume_file: str | Path | None = None) -> dict[str, Any]:
+    """Every setting on one adapter: the metric run (all rows) and the timed rounds (one batch).
+    ``resume_file``: each finished metric run and timed round is kept there (``utils.resume``), and
+    a run interrupted under the same inputs resumes from it (the rounds then span processes)."""
     from ..api import pipeline_for
     from ..backbone import unwrap_backbone
     from ..config import ConfigError
@@ -170,6 +184,7 @@ def study_adapter(adapter: str, task: str, data_root: str, data_file: str, metri
     from ..metrics import compute_metrics, primary_metric
     from ..prompt_cache import check_support
     from ..scoring import tokenizer_view
+    from ..utils.resume import ResumeFile
 
     meta = read_adapter_config(adapter)
     attention = prompt_attention_of(meta)
@@ -194,7 +209,16 @@ def study_adapter(adapter: str, task: str, data_root: str, data_file: str, metri
     batches = [pad_collate([data[i] for i in range(lo, min(lo + batch_size, len(data)))], backbone.pad_token_id)
                for lo in range(0, len(data), batch_size)]
     n, out, regions, texts = len(data), {}, {}, {}
+    key = {"adapter": str(adapter), "files_sha256": meta.get("files_sha256"), "base": base, "task": task,
+           "data_file": data_file, "metric": metric, "rows": n, "batch_size": batch_size, "seed": seed,
+           "budget": budget, "settings": names, "device": device, "threads": torch.get_num_threads()}
+    resume = ResumeFile(resume_file, key) if resume_file else None
     for name, cfg in configs.items():
+        if resume and (kept := resume.get("metric", name)):
+            out[name], regions[name] = kept["entry"], kept["tokens"]
+            texts[name] = pipe.decode(data, regions[name])
+            print(f"[decoding] {Path(adapter).name}: {name} kept from an interrupted run", flush=True)
+            continue
         print(f"[decoding] {Path(adapter).name}: {name} over {n} rows", flush=True)
         gen, stats, got = torch.Generator().manual_seed(seed), {}, []
         start = time.perf_counter()
@@ -211,6 +235,8 @@ def study_adapter(adapter: str, task: str, data_root: str, data_file: str, metri
                      "passes_over_R": counts["rows"] / n / budget, "positions_per_sample": counts["positions"] / n,
                      "seconds_per_sample": seconds / n, "metrics": scores, "value": scores[primary_metric(metric)],
                      "mask_tokens": sum(t == backbone.mask_token_id for r in got for t in r), "cache": stats}
+        if resume:
+            resume.put("metric", name, {"entry": out[name], "tokens": got})
     for name in names:
         out[name].update(_agreement(regions[name], regions["exact"], texts[name], texts["exact"]))
         out[name]["delta"] = out[name]["value"] - out["exact"]["value"]
@@ -221,7 +247,9 @@ def study_adapter(adapter: str, task: str, data_root: str, data_file: str, metri
 
     print(f"[decoding] {Path(adapter).name}: {len(names)} settings x {rounds} interleaved rounds "
           f"(batch {fixed['input_ids'].shape[0]})", flush=True)
-    times = timed_rounds({name: fn(cfg) for name, cfg in configs.items()}, rounds)
+    times = timed_rounds({name: fn(cfg) for name, cfg in configs.items()}, rounds,
+                         done=resume.get("rounds", "times") if resume else None,
+                         on_round=(lambda t: resume.put("rounds", "times", t)) if resume else None)
     rows_timed = int(fixed["input_ids"].shape[0])
     for name, t in times.items():
         out[name]["timing"] = {**t, "batch": rows_timed, "per_sample_s": t["median_s"] / rows_timed,
@@ -268,9 +296,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     settings = [s for s in args.settings.split(",") if s] if args.settings else None
     for s in settings or []:
         parse_setting(s, 1)  # an unknown part: one line before any work
+    resumes = [out_dir / f".resume-{i}.json" for i in range(len(args.adapter))]
     results = [study_adapter(a, args.task, args.data_root, args.data_file, args.metric, args.rows, args.batch_size,
-                             settings, args.rounds, args.seed, args.response_length, args.base, args.device)
-               for a in args.adapter]
+                             settings, args.rounds, args.seed, args.response_length, args.base, args.device, kept)
+               for a, kept in zip(args.adapter, resumes)]
     for r in results:
         r["targets"] = study_targets(r)
     result = {"command": "python -m lora_diffusion.bench.decoding " + " ".join(argv), "note": args.note,
@@ -279,6 +308,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     atomic_write_json(out_dir / "decoding.json", result)
     atomic_write_text(out_dir / "decoding.md", markdown(result))
     pareto(results, out_dir / "pareto.png")
+    for kept in resumes:  # the result is whole: the pieces are no longer needed
+        kept.unlink(missing_ok=True)
     return result
 
 
