@@ -108,3 +108,33 @@ def test_each_measurement_is_one_call_after_one_warm_up_call_each():
     fns = {k: (lambda k=k: seen.__setitem__(k, seen[k] + 1)) for k in seen}
     assert interleaved(fns, rounds=3)["a"]["runs"] == 3 and seen == {"a": 4, "b": 4}
     assert len(timed_rounds(fns, rounds=2)["b"]["times"]) == 2 and seen == {"a": 7, "b": 7}
+
+
+def test_a_bf16_method_trains_under_autocast_with_fp32_weights():
+    """``full+bf16``: the same method and step, the forward in bfloat16 (the trainer's
+    ``mixed_precision: bf16``), the weights and the loss's gradient step in fp32."""
+    import torch
+
+    from lora_diffusion.bench.suite import BenchConfig
+    from lora_diffusion.bench.workloads import split_precision, train_batch, train_step_fn
+    from lora_diffusion.config import ConfigError
+    from lora_diffusion.testing import tiny_backbone
+
+    BenchConfig(methods=["full", "full+bf16", "trajectory@mix+bf16"])
+    with pytest.raises(ConfigError, match=r"unknown \['dora\+bf16'\]"):
+        BenchConfig(methods=["dora+bf16"])
+    assert split_precision("trajectory@mix+bf16") == ("trajectory@mix", "bf16") and split_precision("lora")[1] == "fp32"
+    backbone = tiny_backbone("bert", hidden=32)
+    batch = train_batch(backbone, 2, 16)
+    seen = {}
+    for name in ("full", "full+bf16"):
+        step = train_step_fn(backbone, name, batch)
+        linear = next(m for m in step.model.modules() if isinstance(m, torch.nn.Linear))  # its output's dtype
+        hook = linear.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, out.dtype))
+        before = {n: p.detach().clone() for n, p in step.model.named_parameters() if p.requires_grad}
+        assert torch.isfinite(torch.tensor(step()))
+        hook.remove()
+        after = dict(step.model.named_parameters())
+        assert all(after[n].dtype == torch.float32 for n in before)
+        assert any(not torch.equal(before[n], after[n]) for n in before)  # it trained
+    assert seen == {"full": torch.float32, "full+bf16": torch.bfloat16}

@@ -36,6 +36,7 @@ from .workloads import (
     generate_fn,
     generation_batch,
     method_model,
+    split_precision,
     train_batch,
     train_step_fn,
 )
@@ -77,8 +78,9 @@ class BenchConfig:
         from ..methods import TrajectoryConfig
 
         known = set(TRAIN_METHODS) | {f"trajectory@{p}" for p in TrajectoryConfig.PRESETS}
-        unknown = sorted(set(self.methods) - known)
-        require(not unknown, "methods", f"unknown {unknown}; benchmarked methods: {sorted(known)}")
+        unknown = sorted({m for m in self.methods if split_precision(m)[0] not in known})
+        require(not unknown, "methods", f"unknown {unknown}; benchmarked methods: {sorted(known)} "
+                                        "(each also as <method>+bf16: trained under bfloat16 autocast)")
         for name in ("train_batch", "train_rounds", "memory_steps", "batch", "num_steps", "rounds", "tasks",
                      "decoding_batch", "latency_rounds"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")

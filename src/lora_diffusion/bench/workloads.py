@@ -66,16 +66,26 @@ def method_model(backbone: DiffusionLM, name: str, options: dict | None = None, 
     return model.eval()
 
 
+def split_precision(name: str) -> tuple[str, str]:
+    """``"full+bf16"`` -> ``("full", "bf16")``; a name without the suffix trains in fp32."""
+    return (name[: -len("+bf16")], "bf16") if name.endswith("+bf16") else (name, "fp32")
+
+
 def train_step_fn(backbone: DiffusionLM, method: str, batch: dict[str, torch.Tensor],
                   options: dict | None = None, copy_base: bool = True) -> Callable[[], float]:
-    """One optimiser step of ``method`` on ``batch`` (denoising loss, backward, AdamW)."""
+    """One optimiser step of ``method`` on ``batch`` (denoising loss, backward, AdamW). A
+    ``+bf16`` suffix (``full+bf16``): the forward under bfloat16 autocast with fp32 weights and
+    optimiser, as the trainer's ``mixed_precision: bf16`` runs it (Accelerate's autocast)."""
+    method, precision = split_precision(method)
     model = method_model(backbone, method, options, copy_base=copy_base).train()
     objective = DiffusionObjective(backbone.diffusion)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     gen = torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device.type
 
     def step() -> float:
-        loss, _ = objective(model, batch, gen)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss, _ = objective(model, batch, gen)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
