@@ -169,6 +169,11 @@ def check_support(model: torch.nn.Module, backbone, mode: str, attention: str) -
     if mode != "none" and any(isinstance(m, DeepSites) for m in model.modules()):
         raise ConfigError(f"{name}: deep trajectory sites perturb trunk layers with t-dependent terms (the prompt's "
                           "keys change with t) and pool the prompt inside the trunk; use prompt_cache=none", field=name)
+    from .methods.trajectory_side import SideNetwork
+
+    if mode != "none" and any(isinstance(m, SideNetwork) for m in model.modules()):
+        raise ConfigError(f"{name}: a trajectory side network attends over every position's hidden state at "
+                          "every call; use prompt_cache=none", field=name)
     if mode == "exact" and attention != "prefix":
         raise ConfigError("prompt_cache: 'exact' needs prompt_attention='prefix' (under full attention the "
                           "prompt attends to the response, so a cache can only be approximate)", field=name)

@@ -24,6 +24,8 @@ VARIANTS = {
     "deep": {"deep_layers": [1, -2], "deep_rank": 4, "beta_rank": 3},
     "deep-separate": {"deep_layers": [2], "deep_rank": 4, "encoder": "separate", "encoder_heads": 2},
     "deep-all": {"deep_all": True, "deep_rank": 4, "beta_rank": 3},  # sites after layers 0, 1, 2 of 0..3
+    "side": {"read": "mix", "pool": "attention", "beta_rank": 3, "side_dim": 8, "side_heads": 2},
+    "side-last": {"side_dim": 8, "side_heads": 2, "side_layers": 2},
 }
 
 
@@ -146,7 +148,7 @@ def test_deep_site_adds_its_perturbation_to_the_layer_output():
 
 
 def test_sigma_zero_gives_the_base_for_every_variant_even_trained():
-    for variant in ("deep", "mix", "shared"):
+    for variant in ("deep", "mix", "shared", "side"):
         cfg = method_config("trajectory", {**SMALL, **VARIANTS[variant], "sigmas": [0.0, 0.0, 0.0]})
         torch.manual_seed(0)
         model = apply_method("trajectory", tiny_backbone("bert", seed=0, layers=LAYERS), cfg)
@@ -176,7 +178,10 @@ def _closed_form(cfg, hidden=D, layers=LAYERS, heads=2):
         k * r * (hidden + cfg.time_dim) + k * hidden * r + (c + 1) * k * r
         + ((c + 1) * k * hidden if not rb else c * rb + (rb + 1) * k * hidden))
     mix = layers + 1 if cfg.read == "mix" else 0
-    return time + encoder + banks + deep + mix
+    d, t = cfg.side_dim, cfg.time_dim  # in, time (no bias), per layer attention + FFN (4x) + 2 LNs, final LN, out
+    side = (hidden * d + d + t * d + cfg.side_layers * (4 * d * d + 4 * d + 8 * d * d + 5 * d + 4 * d)
+            + 2 * d + d * hidden + hidden) if d else 0
+    return time + encoder + banks + deep + mix + side
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -194,7 +199,7 @@ def test_presets_at_minilm_size_meet_the_parameter_budgets():
     """On MiniLM-L6's shape (D 384, 6 layers; the masked-LM base counts 22.7M): lean and mix at
     most 1% of the base, deep at most 2%; the paper's configuration 4.5%."""
     d, layers, base_mlm = 384, 6, 22_713_216
-    for preset, budget in [("lean", 1.0), ("mix", 1.0), ("deep", 2.0)]:
+    for preset, budget in [("lean", 1.0), ("mix", 1.0), ("deep", 2.0), ("side", 2.0)]:
         cfg = method_config("trajectory", {"preset": preset})
         count = _closed_form(cfg, hidden=d, layers=layers)
         assert 100 * count / base_mlm <= budget, (preset, count)
@@ -215,6 +220,8 @@ def test_preset_values_then_the_keys_given():
     ({"shared_bank": True}, "shared_bank"), ({"deep_rank": 0}, "deep_rank"),
     ({"deep_layers": [1], "read": "mix"}, "read"), ({"deep_all": True, "read": "mix"}, "read"),
     ({"deep_all": True, "deep_layers": [1]}, "deep_all"),
+    ({"side_dim": -1}, "side_dim"), ({"side_dim": 6, "side_heads": 4}, "side_heads"),
+    ({"side_dim": 8, "side_layers": 0}, "side_layers"), ({"side_dim": 8, "deep_all": True}, "side_dim"),
 ])
 def test_bad_variant_options_name_the_field(options, field):
     with pytest.raises(ConfigError, match=field):
@@ -274,3 +281,42 @@ def test_delta_is_what_the_method_adds_to_the_last_hidden_state(variant):
         expected = model.perturbed_hidden(ids, attn, t, None, instr) - model.backbone.hidden_states(ids, attn, t)
     torch.testing.assert_close(delta, expected, rtol=0, atol=1e-5)
     assert delta.abs().sum() > 0
+
+
+def test_side_network_attends_across_positions_but_never_to_padding():
+    """The side perturbation at one position moves when another real position's state moves (the
+    phase banks' g acts position by position), and not when a padded position's does."""
+    from lora_diffusion.methods.trajectory_side import SideNetwork, side_parameters
+
+    torch.manual_seed(0)
+    side = SideNetwork(D, 16, 8, 2, layers=2)
+    assert sum(p.numel() for p in side.parameters()) == side_parameters(D, 16, 8, layers=2)
+    torch.nn.init.normal_(side.out.weight)  # zero at start: the identity
+    r, e = torch.randn(2, 6, D), torch.randn(2, 16)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, 4:] = 0
+    with torch.no_grad():
+        out = side(r, e, mask)
+        moved = r.clone()
+        moved[:, 0] += 1.0  # a real position of both rows
+        moved[1, 5] += 100.0  # a padded position of row 1
+        again = side(moved, e, mask)
+    assert not torch.allclose(again[0, 3], out[0, 3])  # position 3 re-reads position 0
+    moved_pad = r.clone()
+    moved_pad[1, 5] += 100.0
+    with torch.no_grad():
+        torch.testing.assert_close(side(moved_pad, e, mask)[1, :4], out[1, :4], rtol=0, atol=1e-6)
+
+
+def test_side_models_are_refused_where_they_cannot_act_alike():
+    from lora_diffusion.methods.multitask import MultiTaskTrajectoryModel
+    from lora_diffusion.prompt_cache import check_support
+
+    model = _model("side-last")
+    with pytest.raises(ConfigError, match="prompt_cache: a trajectory side network"):
+        check_support(model, model.backbone, "approximate", "full")
+    with pytest.raises(ConfigError, match="adapter"):
+        method_config("trajectory-composed", {"tasks": ["a", "b"], "adapter": {"side_dim": 8, "side_heads": 2}})
+    for variant in ("side-last", "mix"):  # a layer mix read from h_t alone would be silently wrong
+        with pytest.raises(ConfigError, match="last-layer adapters"):
+            MultiTaskTrajectoryModel(tiny_backbone("bert", seed=0, layers=LAYERS), {"a": _model(variant).adapter})

@@ -17,6 +17,7 @@ PREFIX_GROUPS = (
     ("router.", "router (Eq. 21)"),
     ("adapter.mix.", "layer mix"),
     ("adapter.deep.", "deep layers (banks and FiLM)"),
+    ("adapter.side.", "side attention network"),
 )
 
 

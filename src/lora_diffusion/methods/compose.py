@@ -49,8 +49,9 @@ class ComposedConfig:
 
     def __post_init__(self) -> None:
         require(len(self.tasks) >= 1, "tasks", "need at least one task")
-        require(self.adapter.read == "last" and not self.adapter.deep, "adapter",
-                "composition superposes last-layer adapters: read='mix' and deep layers are not supported")
+        require(self.adapter.read == "last" and not self.adapter.deep and not self.adapter.side_dim, "adapter",
+                "composition superposes last-layer adapters: read='mix', deep layers and side networks are not "
+                "supported")
         require(len(set(self.tasks)) == len(self.tasks), "tasks", f"task names repeat: {self.tasks}")
         require(all(isinstance(t, str) and t and "." not in t for t in self.tasks), "tasks",
                 f"task names must be non-empty and hold no '.', got {self.tasks}")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..backbone import DiffusionLM
+from ..config import ConfigError
 from .trajectory import TrajectoryAdapter
 
 Tensor = torch.Tensor
@@ -34,6 +35,10 @@ class MultiTaskTrajectoryModel(nn.Module):
         self.backbone = backbone
         for p in backbone.parameters():
             p.requires_grad_(False)
+        for name, adapter in adapters.items():  # they act on the last hidden state alone
+            if adapter.mix is not None or adapter.deep is not None or adapter.side is not None:
+                raise ConfigError(f"adapter {name!r}: one trunk pass for many tasks serves last-layer adapters; "
+                                  "read='mix', deep layers and side networks are not supported", field="adapter")
         self.adapters = nn.ModuleDict(adapters)
         for adapter in adapters.values():
             adapter.bind(backbone)

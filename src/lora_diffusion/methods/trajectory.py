@@ -21,6 +21,9 @@ Variants beyond the paper (options of the same method; ``PRESETS`` names tested 
 - ``deep_layers``: perturbations of the hidden states at chosen trunk layers too
   (``trajectory_deep``); the backward pass then runs through the layers above the lowest one.
   ``deep_all``: at the output of every layer below the last (the ``deep-all`` preset).
+- ``side_dim`` d_s > 0: a side attention network (``trajectory_side``) re-reads every position of
+  what the adapter reads and adds sigma(t) W_out(...) to h_t, the trunk still without autograd
+  (the ``side`` preset).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ..config import require
 from .conditioning import LayerMix, SeparateEncoder, TimestepEmbedding, TrunkPoolEncoder
 from .trajectory_bank import PhaseBank, nuclear_norm, orthogonality, phase_index, soft_threshold
 from .trajectory_deep import DeepSites, resolve_layers
+from .trajectory_side import SideNetwork
 
 Tensor = torch.Tensor
 PHASES = ("early", "mid", "late")
@@ -59,6 +63,7 @@ class TrajectoryConfig:
         "mix": {**_LEAN, "read": "mix", "pool": "attention"},
         "deep": {**_LEAN, "deep_layers": [-3, -2], "deep_rank": 8},
         "deep-all": {**_LEAN, "deep_all": True, "deep_rank": 8},
+        "side": {**_LEAN, "read": "mix", "pool": "attention", "side_dim": 64},
     }
     preset: str = "paper"
     ranks: list[int] = field(default_factory=lambda: [64, 32, 8])  # early, mid, late
@@ -84,6 +89,9 @@ class TrajectoryConfig:
     deep_layers: list[int] = field(default_factory=list)  # trunk layers whose outputs are perturbed too
     deep_rank: int = 8  # rank of each deep layer's modules
     deep_all: bool = False  # perturb the output of every trunk layer below the last (not with deep_layers)
+    side_dim: int = 0  # 0: none; d_s > 0: a side attention network of this width
+    side_heads: int = 4
+    side_layers: int = 1
 
     @property
     def deep(self) -> bool:
@@ -122,6 +130,12 @@ class TrajectoryConfig:
                 f"deep_all perturbs every layer: give it or deep_layers, not both (deep_layers={self.deep_layers})")
         require(not (self.deep and self.read == "mix"), "read",
                 "read='mix' needs every layer's output before any perturbation: not with deep_layers or deep_all")
+        require(self.side_dim >= 0, "side_dim", f"must be >= 0, got {self.side_dim}")
+        require(self.side_heads >= 1 and self.side_dim % self.side_heads == 0, "side_heads",
+                f"must be >= 1 and divide side_dim {self.side_dim}, got {self.side_heads}")
+        require(self.side_layers >= 1, "side_layers", f"must be >= 1, got {self.side_layers}")
+        require(not (self.side_dim and self.deep), "side_dim",
+                "a side network reads the trunk's states beside it: not with deep_layers or deep_all")
 
     def check_against(self, hidden_size: int) -> None:
         too_big = max(self.ranks + ([self.deep_rank] if self.deep else []))
@@ -154,6 +168,8 @@ class TrajectoryAdapter(nn.Module):
         self.mix = LayerMix(num_layers + 1) if cfg.read == "mix" else None
         self.deep = (DeepSites(cfg.deep_sites(num_layers), hidden, cfg.time_dim, cfg.cond_dim,
                                cfg.deep_rank, cfg.num_modules, cfg.beta_rank) if cfg.deep else None)
+        self.side = (SideNetwork(hidden, cfg.time_dim, cfg.side_dim, cfg.side_heads, cfg.side_layers)
+                     if cfg.side_dim else None)
         self.register_buffer("sigmas", torch.tensor(cfg.sigmas, dtype=torch.float32), persistent=False)
 
     @property
@@ -226,16 +242,27 @@ class TrajectoryAdapter(nn.Module):
 
     def forward(self, h: Tensor, steps: Tensor, instruction_mask: Tensor | None = None,
                 input_ids: Tensor | None = None, select: Tensor | None = None, read: Tensor | None = None,
-                c: Tensor | None = None) -> Tensor:
+                c: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
         """h'_t = h_t + delta_t: (B, L, D). With ``select`` (B, L): h'_t only at the selected
         positions, (N, D) in ``select.nonzero()`` order: the same values (g acts position-wise;
         only Enc(c) pools over the instruction), computed only where logits are needed.
-        ``read`` (B, L, D): what W_B and Enc(c) read instead of h_t (the layer mix)."""
+        ``read`` (B, L, D): what W_B and Enc(c) read instead of h_t (the layer mix).
+        ``attention_mask`` (B, L): the side network's keys (every position without it)."""
         if select is None:
-            return h + self.delta(h if read is None else read, steps, instruction_mask, input_ids, c)
-        picked = h[select]
-        return picked + self.selected_delta(h if read is None else read, steps, select, instruction_mask, input_ids, c,
-                                            picked=picked if read is None else None)
+            out = h + self.delta(h if read is None else read, steps, instruction_mask, input_ids, c)
+        else:
+            picked = h[select]
+            out = picked + self.selected_delta(h if read is None else read, steps, select, instruction_mask,
+                                               input_ids, c, picked=picked if read is None else None)
+        if self.side is None:
+            return out
+        side = self.side_delta(h if read is None else read, steps, attention_mask)
+        return out + (side if select is None else side[select]).to(out.dtype)
+
+    def side_delta(self, r: Tensor, steps: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """sigma(t) * SideNetwork(r, Emb(t)): (B, L, D) at every position (it attends over them all)."""
+        sigma = self.sigmas[phase_index(steps, self.num_steps, self.cfg.boundaries)]
+        return sigma[:, None, None].to(r.dtype) * self.side(r, self.time_embedding(steps), attention_mask).to(r.dtype)
 
     def all_factors(self) -> list[list[tuple[Tensor, Tensor]]]:
         """(W_A, W_B) of every module, grouped by bank (phase banks, then deep sites)."""
@@ -306,13 +333,14 @@ class TrajectoryModel(nn.Module):
             read = adapter.mix(states)
         else:
             hidden = self.backbone.hidden_states(input_ids, attention_mask, steps)
-        return adapter(hidden, steps, instruction_mask, input_ids, select=select, read=read, c=c)
+        return adapter(hidden, steps, instruction_mask, input_ids, select=select, read=read, c=c,
+                       attention_mask=attention_mask)
 
     def delta(self, input_ids: Tensor, attention_mask: Tensor, steps: Tensor,
               instruction_mask: Tensor | None = None) -> Tensor:
         """What the method adds to the last hidden state, h'_t - h_t: (B, L, D). With deep
         layers, against the plain trunk on the same x_t (a second trunk pass: for analyses)."""
-        if self.adapter.deep is None and self.adapter.mix is None:
+        if self.adapter.deep is None and self.adapter.mix is None and self.adapter.side is None:
             h = self.backbone.hidden_states(input_ids, attention_mask, steps)
             return self.adapter.delta(h, steps, instruction_mask, input_ids)
         perturbed = self.perturbed_hidden(input_ids, attention_mask, steps, None, instruction_mask)
