@@ -199,7 +199,7 @@ def test_presets_at_minilm_size_meet_the_parameter_budgets():
     """On MiniLM-L6's shape (D 384, 6 layers; the masked-LM base counts 22.7M): lean and mix at
     most 1% of the base, deep at most 2%; the paper's configuration 4.5%."""
     d, layers, base_mlm = 384, 6, 22_713_216
-    for preset, budget in [("lean", 1.0), ("mix", 1.0), ("deep", 2.0), ("side", 2.0)]:
+    for preset, budget in [("lean", 1.0), ("mix", 1.0), ("deep", 2.0), ("side", 2.0), ("side2", 2.0)]:
         cfg = method_config("trajectory", {"preset": preset})
         count = _closed_form(cfg, hidden=d, layers=layers)
         assert 100 * count / base_mlm <= budget, (preset, count)

@@ -64,6 +64,7 @@ class TrajectoryConfig:
         "deep": {**_LEAN, "deep_layers": [-3, -2], "deep_rank": 8},
         "deep-all": {**_LEAN, "deep_all": True, "deep_rank": 8},
         "side": {**_LEAN, "read": "mix", "pool": "attention", "side_dim": 64},
+        "side2": {**_LEAN, "read": "mix", "pool": "attention", "side_dim": 64, "side_layers": 2},
     }
     preset: str = "paper"
     ranks: list[int] = field(default_factory=lambda: [64, 32, 8])  # early, mid, late
