@@ -3,6 +3,7 @@ trainer: base -> method model -> train -> save what the method trained -> accoun
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from .hub import load_base
 from .methods import apply_method, get_method, method_config
 from .methods.accounting import parameter_accounting
 from .methods.head import attach_head
-from .methods.persistence import base_fingerprint, save_method
+from .methods.persistence import base_fingerprint, save_method, trained_state
 from .metrics import METRIC_NAMES
 from .objective import DiffusionObjective
 from .runs import clear_run, prepare_run
@@ -34,11 +35,13 @@ from .training.schedule import check_batch
 from .training.trainer import Trainer, TrainingInterrupted
 from .utils.io import atomic_write_json
 from .utils.repro import provenance, seed_everything
+from .utils.resume import ResumeFile
 
 log = logging.getLogger(__name__)
 FINISHED = "result.json"  # a run is finished once its result is recorded
 OUTPUTS = (FINISHED, "adapter", "training_summary.json")  # an earlier run's outputs: never replaced silently
-CLEARED = (*OUTPUTS, "training_history.json", "tensorboard", "failed.json", "best")  # what --overwrite discards
+# what --overwrite discards
+CLEARED = (*OUTPUTS, "training_history.json", "tensorboard", "failed.json", "best", ".resume-eval.json")
 
 
 def build_method_model(backbone: DiffusionLM, method: str, options: dict[str, Any] | None = None, seed: int = 0,
@@ -307,25 +310,42 @@ def validation_scorer(val, metric: str, sampler, batch_size: int, seed: int):
 
 def _evaluate_and_record(cfg: FinetuneConfig, prepared: Prepared, model, summary: dict[str, Any], train, train_ex,
                          dev, val) -> dict[str, Any]:
-    """The reported split's metrics and predictions, validation, and ``result.json`` (last)."""
+    """The reported split's metrics and predictions, validation, and ``result.json`` (last).
+    The generation's finished batches are kept in ``.resume-eval.json`` (keyed by the trained
+    weights, the sampler and the rows) until ``result.json`` is written: an interrupted
+    evaluation of a resumed run goes on from its next batch."""
     backbone = unwrap_backbone(model)
     tok, positions, seed = backbone.tokenizer, max_positions(backbone), cfg.train.seed
     sampler = cfg.sampling.sampler(backbone.diffusion.num_steps, backbone.prompt_attention)
     bs, out = cfg.sampling.batch_size, Path(cfg.output_dir)
+    key = {"weights_sha256": weights_digest(model), "sampler": vars(sampler), "batch_size": bs, "seed": seed,
+           "dev": [len(dev), prepared.eval_split] if dev is not None else None,
+           "validation": len(val) if val is not None else None}
+    kept = ResumeFile(out / ".resume-eval.json", key)
     probe = encode_for(prepared, train_ex[: 1000 if prepared.kind == "classification" else 200], tok, positions)
     result = {"config": to_dict(cfg), "task": prepared.describe(), "train_rows": len(train),
               "train_truncated": train.truncated, "train_truncated_responses": train.truncated_responses,
               "eval_split": prepared.eval_split, "dev": None, "dev_rows": 0,
               "train_denoising": denoising_accuracy(model, probe, seed=seed), "summary": summary, **provenance(seed)}
     if dev is not None:
-        scored = evaluate_encoded(model, dev, prepared.metric, sampler, bs, seed)
+        scored = evaluate_encoded(model, dev, prepared.metric, sampler, bs, seed, resume=kept, section="dev")
         write_predictions(out / f"predictions_{prepared.eval_split}.jsonl", scored.pop("predictions"))
         result.update(dev=scored, dev_rows=len(dev), dev_truncated=dev.counts(),
                       dev_denoising=denoising_accuracy(model, dev, seed=seed))
     if val is not None:
-        scored = evaluate_encoded(model, val, prepared.metric, sampler, bs, seed)
+        scored = evaluate_encoded(model, val, prepared.metric, sampler, bs, seed, resume=kept, section="validation")
         scored.pop("predictions")
         result["validation"] = {"generation": scored, "denoising": denoising_accuracy(model, val, seed=seed),
                                 "rows": len(val)}
     atomic_write_json(out / "result.json", result)
+    kept.remove()
     return result
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over the names and bytes of the trained tensors (what a saved adapter holds)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trained_state(model).items()):
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
+    return digest.hexdigest()

@@ -213,9 +213,12 @@ class ReverseRun:
 
 @torch.no_grad()
 def reverse_run(model: torch.nn.Module, data, cfg: SamplerConfig | None = None, batch_size: int = 32,
-                seed: int = 0) -> ReverseRun:
+                seed: int = 0, resume=None, section: str = "reverse_run") -> ReverseRun:
     """Generate every row's response region from all-[MASK] (the method active at every
-    step); with a classification head and labelled rows, also read the head from the same run."""
+    step); with a classification head and labelled rows, also read the head from the same run.
+    ``resume`` (a ``utils.resume.ResumeFile`` keyed by everything the run depends on): each
+    finished batch is kept under ``section`` with the generator's state after it, so that an
+    interrupted run goes on from its next batch and gives the same outputs as an uninterrupted one."""
     import time
 
     backbone = unwrap_backbone(model)
@@ -227,17 +230,29 @@ def reverse_run(model: torch.nn.Module, data, cfg: SamplerConfig | None = None, 
     gen = torch.Generator().manual_seed(seed)
     regions: list[list[int]] = []
     heads: list[int] = []
-    start = time.perf_counter()
+    seconds = 0.0
     for lo in range(0, len(data), batch_size):
+        if resume is not None and (kept := resume.get(section, str(lo))) is not None:
+            regions, heads, seconds = regions + kept["regions"], heads + kept["heads"], seconds + kept["seconds"]
+            gen.set_state(torch.tensor(bytearray.fromhex(kept["generator"]), dtype=torch.uint8))
+            continue
+        start = time.perf_counter()
         batch = pad_collate([data[i] for i in range(lo, min(lo + batch_size, len(data)))], backbone.pad_token_id)
+        batch_heads: list[int] = []
         if head is None:
             out = generate(model, batch, cfg, gen).cpu()
         else:
             out, anchor_hidden = generate(model, batch, cfg, gen, record_anchor=True)
             out = out.cpu()
-            heads += head_predictions(head, anchor_hidden).cpu().tolist()
-        regions += response_tokens(out, batch["generate_mask"], None)
-    return ReverseRun(regions, heads if head is not None else None, time.perf_counter() - start)
+            batch_heads = head_predictions(head, anchor_hidden).cpu().tolist()
+        batch_regions = response_tokens(out, batch["generate_mask"], None)
+        regions, heads = regions + batch_regions, heads + batch_heads
+        seconds += time.perf_counter() - start
+        if resume is not None:
+            resume.put(section, str(lo), {"regions": batch_regions, "heads": batch_heads,
+                                          "seconds": time.perf_counter() - start,
+                                          "generator": bytes(gen.get_state().tolist()).hex()})
+    return ReverseRun(regions, heads if head is not None else None, seconds)
 
 
 def generation_accuracy(

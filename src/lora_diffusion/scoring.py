@@ -33,14 +33,15 @@ def tokenizer_view(tokenizer, text: str) -> str:
 
 
 def evaluate_encoded(model: torch.nn.Module, data: EncodedExamples, metric: str, cfg: SamplerConfig | None = None,
-                     batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
+                     batch_size: int = 32, seed: int = 0, resume=None, section: str = "reverse_run") -> dict[str, Any]:
     """Metrics of ``model`` on ``data`` (rows and their examples) and the predictions.
+    ``resume``, ``section``: finished batches kept and reused (``generation.reverse_run``).
 
     Returns {"metric", "primary", "metrics", "metrics_raw", "examples", "seconds_per_sample",
     "predictions": [{"id", "prompt", "prediction", "references"[, "label", "correct"]}],
     and for classification "accuracy", "valid_label_rate"[, "head_accuracy"]}."""
     tokenizer = unwrap_backbone(model).tokenizer
-    run = reverse_run(model, data, cfg, batch_size, seed)
+    run = reverse_run(model, data, cfg, batch_size, seed, resume=resume, section=section)
     regions = torch.tensor(run.regions) if run.regions and len({len(r) for r in run.regions}) == 1 else None
     if regions is not None:
         texts = decode_responses(tokenizer, regions, torch.ones_like(regions, dtype=torch.bool), data.end_id)
