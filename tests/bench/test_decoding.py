@@ -241,3 +241,17 @@ def test_an_interrupted_study_resumes_from_its_finished_pieces(study, monkeypatc
 def test_the_kept_pieces_are_dropped_once_the_result_is_written(study):
     root, _ = study
     assert not list((root / "out").glob(".resume-*"))
+
+
+def test_resumed_rounds_warm_up_only_the_fast_calls(monkeypatch):
+    import lora_diffusion.bench.decoding as decoding
+
+    seen = {"fast": 0, "slow": 0}
+    fns = {k: (lambda k=k: seen.__setitem__(k, seen[k] + 1)) for k in seen}
+    done = {"fast": [1.0], "slow": [decoding.RESUME_WARMUP_S + 1]}
+    out = decoding.timed_rounds(fns, rounds=3, done=done)
+    assert seen == {"fast": 1 + 2, "slow": 2}  # the slow call is not warmed up again; two rounds left each
+    assert out["slow"]["runs"] == 3 and out["slow"]["times"][0] == decoding.RESUME_WARMUP_S + 1
+    seen.update(fast=0, slow=0)
+    decoding.timed_rounds(fns, rounds=3, done=done | {"slow": [1.0, 2.0]})  # rounds of unequal count: ignored
+    assert seen == {"fast": 4, "slow": 4}

@@ -46,6 +46,7 @@ from .prompt_cache import count_positions
 
 PARALLEL_GRID = ("threshold-0.9", "threshold-0.7", "threshold-0.5", "fixed-2", "fixed-4", "threshold-0.9+block-8",
                  "threshold-0.9+approx-cache", "exact+bf16", "threshold-0.9+bf16", "fixed-4+bf16")
+RESUME_WARMUP_S = 30.0  # a resumed study warms up again only the settings faster than this per call
 EXACT_CACHE = "threshold-0.9+exact-cache"  # only where the adapter was trained with prefix prompt attention
 SETTING_PARTS = ("exact", "low-confidence", "threshold-X", "fixed-K", "block-N", "steps-N", "margin",
                  "approx-cache", "exact-cache", "prefix", "bf16")
@@ -104,13 +105,16 @@ def timed_rounds(fns: dict[str, Callable[[], object]], rounds: int, warmup: int 
                  on_round: Callable[[dict[str, list[float]]], None] | None = None) -> dict[str, dict]:
     """Like ``harness.interleaved`` (round-robin after ``warmup`` calls each), keeping every round's
     seconds (``times``) so that per-round ratios can be formed. ``done``: the rounds an interrupted
-    run finished (same names; resumed from there, after a fresh warm-up); ``on_round(times)`` after
-    each round (to keep them)."""
+    run finished (same names; resumed from there: the new process warms up again only the calls
+    that took under ``RESUME_WARMUP_S`` seconds, where a first call's set-up is not lost in the
+    noise; XSum's slowest settings take minutes a call); ``on_round(times)`` after each round."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     if done and set(done) == set(fns) and len({len(t) for t in done.values()}) == 1:
         times = {name: list(done[name]) for name in fns}
     left = rounds - len(next(iter(times.values()), []))
-    for fn in fns.values() if left > 0 else ():
+    for name, fn in fns.items() if left > 0 else ():
+        if times[name] and statistics.median(times[name]) >= RESUME_WARMUP_S:
+            continue
         for _ in range(warmup):
             fn()
     for _ in range(left):
