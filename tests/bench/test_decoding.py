@@ -71,6 +71,7 @@ def test_bookkeeping(study):
         assert fig["passes_over_R"] == pytest.approx(fig["passes_per_sample"] / R)
         assert fig["timing"]["runs"] == 2 and len(fig["timing"]["times"]) == 2
         assert fig["metrics"]["examples"] == 5
+        assert fig["empty_rows"] * 5 == pytest.approx(round(fig["empty_rows"] * 5)) and 0 <= fig["empty_rows"] <= 1
     # the exact sampler against itself, and run again at its own T: the same outputs
     for name in ("exact", f"steps-{T}"):
         assert s[name]["agree_rows"] == s[name]["agree_tokens"] == s[name]["agree_regions"] == 1.0

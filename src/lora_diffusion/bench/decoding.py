@@ -244,6 +244,7 @@ def study_adapter(adapter: str, task: str, data_root: str, data_file: str, metri
     for name in names:
         out[name].update(_agreement(regions[name], regions["exact"], texts[name], texts["exact"]))
         out[name]["delta"] = out[name]["value"] - out["exact"]["value"]
+        out[name]["empty_rows"] = sum(not t.strip() for t in texts[name]) / n  # the end token revealed first
     fixed = batches[0]
 
     def fn(cfg):

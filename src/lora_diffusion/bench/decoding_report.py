@@ -78,6 +78,11 @@ def _range(t: dict[str, Any]) -> str:
     return f"{1000 * t['median_s'] / b:.1f} [{1000 * t['min_s'] / b:.1f}, {1000 * t['max_s'] / b:.1f}]"
 
 
+def _share(x: float | None) -> str:
+    """A fraction as a percentage; "-" where a study recorded none (before the column existed)."""
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
 def study_table(r: dict[str, Any]) -> list[str]:
     head = (f"### {r['task']} / {r['method']} (`{r['adapter']}`)\n\n"
             f"{r['rows']} rows, batch {r['batch_size']}, R = {r['response_budget']} response tokens, "
@@ -88,14 +93,15 @@ def study_table(r: dict[str, Any]) -> list[str]:
     lines = [head, "",
              "| setting | passes / sample | passes / R | calls / batch | query positions / sample | "
              "s / sample (metric run) | ms / sample, timed: median [min, max] | samples/s | x exact | "
-             f"{r['primary']} | vs exact | = exact (text / tokens) | [MASK] left |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{r['primary']} | vs exact | = exact (text / tokens) | empty responses | [MASK] left |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, s in r["settings"].items():
         t = s["timing"]
         lines.append(f"| {name} | {s['passes_per_sample']:.2f} | {s['passes_over_R']:.3f} | {s['calls_per_batch']:.1f} | "
                      f"{s['positions_per_sample']:.0f} | {s['seconds_per_sample']:.3f} | {_range(t)} | "
                      f"{t['samples_per_s']:.2f} | {t['speedup']['ratio']:.2f}x | {s['value']:.2f} | "
-                     f"{s['delta']:+.2f} | {s['agree_rows']:.3f} / {s['agree_tokens']:.3f} | {s['mask_tokens']} |")
+                     f"{s['delta']:+.2f} | {s['agree_rows']:.3f} / {s['agree_tokens']:.3f} | "
+                     f"{_share(s.get('empty_rows'))} | {s['mask_tokens']} |")
     lines.append("")
     for name, why in (r.get("skipped_settings") or {}).items():
         lines.append(f"- {name}: not run on this adapter ({why})")
