@@ -39,7 +39,7 @@ pin=()
 third=xsum
 [ -d "$RUNS/xsum/trajectory/seed-42/adapter" ] || [ -d "$RUNS/xsum/lora/seed-42/adapter" ] || third=gsm8k
 dirs=()
-decode() {  # <task> <adapter> <output dir> <label>: one decoding study, skipped when done or untrained
+decode() {  # <task> <adapter> <output dir> <label> [extra settings]: one decoding study, skipped when done or untrained
   dirs+=("$3")
   [ -d "$2" ] || { echo "[generation-speed] $2 missing (not trained yet), skipped"; return 0; }
   [ -f "$3/decoding.json" ] && { echo "[generation-speed] $1 / $4 done, skipped"; return 0; }
@@ -49,12 +49,15 @@ decode() {  # <task> <adapter> <output dir> <label>: one decoding study, skipped
   echo "[generation-speed] $1 / $4"
   "${pin[@]}" "$PY" -m lora_diffusion.bench.decoding --adapter "$2" --base "$BASE" --task "$1" \
     --data-root "$DATA" --rows "$ROWS" --batch-size 32 --rounds "$ROUNDS" --threads "$THREADS" \
-    --note "$NOTE" --output-dir "$3"
+    --note "$NOTE" --output-dir "$3" ${5:+--extra-settings "$5"}
   exec 9>&-
 }
+# XSum's 40-token budget floods confidence-ordered decoding with end tokens (README): there the
+# grid also has parallel settings inside semi-AR blocks (added in session 9, after the first runs)
+extra() { [ "$1" = xsum ] && echo "fixed-4+block-8,threshold-0.7+block-8,threshold-0.5+block-8"; return 0; }
 for task in squad commongen "$third" sst2; do
   for m in trajectory lora; do
-    decode "$task" "$RUNS/$task/$m/seed-42/adapter" "$OUT/$task-$m" "$m"
+    decode "$task" "$RUNS/$task/$m/seed-42/adapter" "$OUT/$task-$m" "$m" "$(extra "$task")"
   done
 done
 # The trajectory variant that writes free text (reports/quality, `deep-all`) beside the paper's

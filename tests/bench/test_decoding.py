@@ -256,3 +256,12 @@ def test_resumed_rounds_warm_up_only_the_fast_calls(monkeypatch):
     seen.update(fast=0, slow=0)
     decoding.timed_rounds(fns, rounds=3, done=done | {"slow": [1.0, 2.0]})  # rounds of unequal count: ignored
     assert seen == {"fast": 4, "slow": 4}
+
+
+def test_extra_settings_run_after_the_given_ones(study):
+    root, _ = study
+    assert main(["--adapter", str(root / "traj"), "--data-file", str(root / "qa.jsonl"), "--rows", "3",
+                 "--response-length", "4", "--batch-size", "3", "--rounds", "1", "--settings", "exact,fixed-3",
+                 "--extra-settings", "fixed-2+block-2,fixed-3", "--output-dir", str(root / "extra")]) == 0
+    (r,) = json.loads((root / "extra" / "decoding.json").read_text())["results"]
+    assert list(r["settings"]) == ["exact", "fixed-3", "fixed-2+block-2"]

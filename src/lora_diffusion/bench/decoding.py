@@ -215,7 +215,7 @@ def study_adapter(adapter: str, task: str, data_root: str, data_file: str, metri
     n, out, regions, texts = len(data), {}, {}, {}
     key = {"adapter": str(adapter), "files_sha256": meta.get("files_sha256"), "base": base, "task": task,
            "data_file": data_file, "metric": metric, "rows": n, "batch_size": batch_size, "seed": seed,
-           "budget": budget, "settings": names, "device": device, "threads": torch.get_num_threads()}
+           "budget": budget, "device": device, "threads": torch.get_num_threads()}  # settings: kept by name
     resume = ResumeFile(resume_file, key) if resume_file else None
     for name, cfg in configs.items():
         if resume and (kept := resume.get("metric", name)):
@@ -275,6 +275,13 @@ def method_label(meta: dict[str, Any]) -> str:
     return f"{meta.get('method')}@{preset}" if preset and preset != "paper" else str(meta.get("method"))
 
 
+def _attention_of(adapters: list[str]) -> str:
+    """The prompt attention of the first adapter (the default grid depends on it)."""
+    from ..methods.persistence import read_adapter_config
+
+    return prompt_attention_of(read_adapter_config(adapters[0])) if adapters else "full"
+
+
 def hardware(device: str = "cpu") -> dict[str, Any]:
     import platform
 
@@ -299,6 +306,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = [s for s in args.settings.split(",") if s] if args.settings else None
+    extra = [s for s in args.extra_settings.split(",") if s]
+    if extra:  # after the grid (or the settings given), each once
+        settings = list(dict.fromkeys([*(settings or default_settings(_attention_of(args.adapter))), *extra]))
     for s in settings or []:
         parse_setting(s, 1)  # an unknown part: one line before any work
     resumes = [out_dir / f".resume-{i}.json" for i in range(len(args.adapter))]
@@ -331,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--response-length", type=int, default=0, help="free text: response budget R (0: the adapter's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--settings", default="", help="comma-separated setting names (default: the grid)")
+    p.add_argument("--extra-settings", default="", help="comma-separated settings run after the grid (or --settings)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds on one batch")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--cpus", default="", help="pin the process to these CPUs, e.g. 1 or 0,1")
