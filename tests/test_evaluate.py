@@ -75,3 +75,34 @@ def test_bad_inputs_are_one_line(demo_run, capsys, tmp_path):
     assert main(["evaluate", "--adapter", adapter, "--task", "sst2", "--output-dir", str(tmp_path / "y"),
                  "--set", "sampling.remasking=best"]) == 2
     assert "sampling.remasking" in capsys.readouterr().err
+
+
+def test_an_interrupted_evaluation_resumes_and_leaves_no_kept_batches(demo_run, capsys, monkeypatch):
+    """Cut at its second batch, ``evaluate`` run again generates only the batches left and
+    scores as an uninterrupted run; the kept batches are dropped with metrics.json."""
+    import lora_diffusion.generation as generation
+
+    args = ["evaluate", "--adapter", str(demo_run / "demo" / "adapter"), "--task", "sst2", "--data-dir",
+            str(demo_run / "sst2"), "--batch-size", "4"]
+    assert main([*args, "--output-dir", str(demo_run / "whole")]) == 0
+    whole = json.loads((demo_run / "whole" / "metrics.json").read_text())
+    real, calls = generation.generate, []
+
+    def cut_at_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(generation, "generate", cut_at_second)
+    capsys.readouterr()
+    assert main([*args, "--output-dir", str(demo_run / "cut")]) != 0
+    assert "the finished batches are kept: run the same command again" in capsys.readouterr().err
+    assert (demo_run / "cut" / ".resume-eval.json").is_file() and not (demo_run / "cut" / "metrics.json").exists()
+    calls.clear()
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert main([*args, "--output-dir", str(demo_run / "cut")]) == 0
+    again = json.loads((demo_run / "cut" / "metrics.json").read_text())
+    assert len(calls) == 2 and again["metrics"] == whole["metrics"]  # 10 rows in batches of 4: two left
+    assert not (demo_run / "cut" / ".resume-eval.json").exists()
+    capsys.readouterr()

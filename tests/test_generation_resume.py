@@ -12,8 +12,9 @@ from lora_diffusion.config import from_dict
 from lora_diffusion.data.encoding import ResponseFormat, tokenize_examples
 from lora_diffusion.data.examples import Example
 from lora_diffusion.diffusion.sampler import SamplerConfig
-from lora_diffusion.finetune import FinetuneConfig, run_finetune, weights_digest
+from lora_diffusion.finetune import FinetuneConfig, run_finetune
 from lora_diffusion.hub import save_base
+from lora_diffusion.methods.persistence import weights_digest
 from lora_diffusion.testing import tiny_backbone
 from lora_diffusion.utils.resume import ResumeFile
 

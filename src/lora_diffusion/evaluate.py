@@ -4,6 +4,8 @@ without training.
 Writes ``metrics.json`` (the task's metrics, the config, the adapter, the data description
 and provenance) and ``predictions.jsonl`` (one line per example) to its own output directory
 only: never into the adapter's directory, never over an earlier result unless ``overwrite``.
+Finished batches are kept there (``.resume-eval.json``) until ``metrics.json`` is written, so an
+interrupted evaluation run again with the same inputs goes on from its next batch.
 Rows are laid out as the adapter was trained (its recorded response format) when it was
 trained on the same task or on users' files; otherwise with the task's own format.
 """
@@ -21,13 +23,16 @@ from .data.examples import DataError, Example, task_names
 from .data.records import DataFileConfig
 from .data.sources import resolve_data, subsample
 from .generation import GenerationOptions
+from .methods.persistence import weights_digest
 from .metrics import METRIC_NAMES
 from .scoring import evaluate_encoded, write_predictions
 from .utils.io import atomic_write_json, check_writable_dir
 from .utils.repro import provenance
+from .utils.resume import ResumeFile
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+RESUME_FILE = ".resume-eval.json"  # finished batches, until metrics.json is written
 
 
 @dataclass
@@ -107,7 +112,11 @@ def run_evaluate(cfg: EvaluateConfig, pipe: Pipeline | None = None) -> dict[str,
         examples = with_labels(examples, words, cfg.data_file)
     data = tokenize_examples(examples, tok, fmt, words or None)
     sampler = pipe.sampler(cfg.sampling)  # the adapter's own prompt attention unless one is given
-    scored = evaluate_encoded(pipe.model, data, prepared.metric, sampler, cfg.sampling.batch_size, cfg.sampling.seed)
+    key = {"weights_sha256": weights_digest(pipe.model), "rows": len(data), "sampler": vars(sampler),
+           "config": {k: v for k, v in to_dict(cfg).items() if k not in ("output_dir", "overwrite")}}
+    kept = ResumeFile(out / RESUME_FILE, key)  # an interrupted evaluation goes on from its next batch
+    scored = evaluate_encoded(pipe.model, data, prepared.metric, sampler, cfg.sampling.batch_size, cfg.sampling.seed,
+                              resume=kept, section="eval")
     predictions = scored.pop("predictions")
     result = {"config": to_dict(cfg), "adapter": cfg.adapter or None, "base": cfg.base or None,
               "data": prepared.describe(), "rows": data.counts(), "response_format": to_dict(data.format),
@@ -115,4 +124,5 @@ def run_evaluate(cfg: EvaluateConfig, pipe: Pipeline | None = None) -> dict[str,
               **scored, **provenance(cfg.sampling.seed)}
     write_predictions(out / PREDICTIONS_FILE, predictions)
     atomic_write_json(out / METRICS_FILE, result)
+    kept.remove()
     return result

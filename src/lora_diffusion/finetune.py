@@ -3,7 +3,6 @@ trainer: base -> method model -> train -> save what the method trained -> accoun
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from .hub import load_base
 from .methods import apply_method, get_method, method_config
 from .methods.accounting import parameter_accounting
 from .methods.head import attach_head
-from .methods.persistence import base_fingerprint, save_method, trained_state
+from .methods.persistence import base_fingerprint, save_method, weights_digest
 from .metrics import METRIC_NAMES
 from .objective import DiffusionObjective
 from .runs import clear_run, prepare_run
@@ -340,12 +339,3 @@ def _evaluate_and_record(cfg: FinetuneConfig, prepared: Prepared, model, summary
     atomic_write_json(out / "result.json", result)
     kept.remove()
     return result
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 over the names and bytes of the trained tensors (what a saved adapter holds)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(trained_state(model).items()):
-        digest.update(name.encode())
-        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
-    return digest.hexdigest()

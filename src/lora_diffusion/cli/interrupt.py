@@ -21,6 +21,9 @@ def interrupted_message(command: str, argv: list[str], err: BaseException) -> st
     if not isinstance(err, TrainingInterrupted):
         if command in (*RESUMABLE, "study", "demo"):
             return "interrupted before training started; nothing of this run was saved"
+        if command == "evaluate":
+            return ("interrupted; no result was written (outputs are written atomically, at the end); the "
+                    f"finished batches are kept: run the same command again to go on: {shlex.join(['lora-diffusion', *argv])}")
         return "interrupted; nothing was written (outputs are written atomically, at the end)"
     where = f"interrupted at step {err.step}" + (f" ({err.phase})" if err.phase else "")
     if err.checkpoint is None:

@@ -65,6 +65,16 @@ def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over the names and bytes of the trained tensors (what a saved adapter holds): the
+    key of a kept evaluation (``utils.resume``)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trained_state(model).items()):
+        digest.update(name.encode())
+        digest.update((tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def saved_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """What is saved: the trained tensors, or a method's own ``saved_state()`` (a composed
     model keeps its frozen task adapters too)."""
