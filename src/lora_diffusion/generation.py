@@ -246,11 +246,10 @@ def reverse_run(model: torch.nn.Module, data, cfg: SamplerConfig | None = None, 
             out = out.cpu()
             batch_heads = head_predictions(head, anchor_hidden).cpu().tolist()
         batch_regions = response_tokens(out, batch["generate_mask"], None)
-        regions, heads = regions + batch_regions, heads + batch_heads
-        seconds += time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        regions, heads, seconds = regions + batch_regions, heads + batch_heads, seconds + elapsed
         if resume is not None:
-            resume.put(section, str(lo), {"regions": batch_regions, "heads": batch_heads,
-                                          "seconds": time.perf_counter() - start,
+            resume.put(section, str(lo), {"regions": batch_regions, "heads": batch_heads, "seconds": elapsed,
                                           "generator": bytes(gen.get_state().tolist()).hex()})
     return ReverseRun(regions, heads if head is not None else None, seconds)
 
