@@ -8,6 +8,7 @@ from lora_diffusion.cli import main
 from lora_diffusion.demo import resource
 from lora_diffusion.hub import save_base
 from lora_diffusion.testing import tiny_backbone
+from lora_diffusion.utils.repro import base_digest
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,9 @@ def test_evaluate_task_split_with_classification_adapter(demo_run, capsys):
     assert "valid_label_rate" in metrics and metrics["data"]["eval_split"] == "dev"  # (the demo trains no head)
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 10 and {"label", "prediction", "references"} <= preds[0].keys()
+    # the base the adapter ran on is recorded by the digest of its weights, as the demo's run recorded it
+    demo = json.loads((demo_run / "demo" / "demo_summary.json").read_text())
+    assert metrics["base_weights"]["sha256"] == base_digest(demo_run / "base") == demo["base_weights"]["sha256"]
 
 
 def test_evaluate_labelled_file_maps_label_words(demo_run, capsys):

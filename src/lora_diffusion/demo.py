@@ -102,7 +102,7 @@ def run_demo(base: str | None = None, output_dir: str | None = None, steps: int 
         "accounting": summary["accounting"],
         "wall_time_s": time.perf_counter() - start, "train_config": to_dict(cfg),
         "diffusion": to_dict(model.backbone.diffusion),
-        **provenance(seed),
+        **provenance(seed, base=base_path),
     }
     atomic_write_json(out / "demo_summary.json", result)
     print(

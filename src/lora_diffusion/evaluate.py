@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import Pipeline, pipeline_for
+from .backbone import unwrap_backbone
 from .config import ConfigError, require, to_dict
 from .data.encoding import ResponseFormat, tokenize_examples
 from .data.examples import DataError, Example, task_names
@@ -121,7 +122,7 @@ def run_evaluate(cfg: EvaluateConfig, pipe: Pipeline | None = None) -> dict[str,
     result = {"config": to_dict(cfg), "adapter": cfg.adapter or None, "base": cfg.base or None,
               "data": prepared.describe(), "rows": data.counts(), "response_format": to_dict(data.format),
               "sampler": {**to_dict(cfg.sampling), "prompt_attention": sampler.prompt_attention},  # as resolved
-              **scored, **provenance(cfg.sampling.seed)}
+              **scored, **provenance(cfg.sampling.seed, base=unwrap_backbone(pipe.model).source)}
     write_predictions(out / PREDICTIONS_FILE, predictions)
     atomic_write_json(out / METRICS_FILE, result)
     kept.remove()

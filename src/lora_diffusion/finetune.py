@@ -325,7 +325,8 @@ def _evaluate_and_record(cfg: FinetuneConfig, prepared: Prepared, model, summary
     result = {"config": to_dict(cfg), "task": prepared.describe(), "train_rows": len(train),
               "train_truncated": train.truncated, "train_truncated_responses": train.truncated_responses,
               "eval_split": prepared.eval_split, "dev": None, "dev_rows": 0,
-              "train_denoising": denoising_accuracy(model, probe, seed=seed), "summary": summary, **provenance(seed)}
+              "train_denoising": denoising_accuracy(model, probe, seed=seed), "summary": summary,
+              **provenance(seed, base=unwrap_backbone(model).source)}
     if dev is not None:
         scored = evaluate_encoded(model, dev, prepared.metric, sampler, bs, seed, resume=kept, section="dev")
         write_predictions(out / f"predictions_{prepared.eval_split}.jsonl", scored.pop("predictions"))

@@ -181,6 +181,6 @@ def _score(cfg, model, sources: dict[str, Prepared], dev_parts: dict[str, Encode
             router_acc[name] = router_accuracy_on(model, dev, k)
     result = {"config": to_dict(cfg), "tasks": {n: p.describe() for n, p in sources.items()}, "train_rows": train_rows,
               "modes": modes, "per_task": per_task, "router_accuracy": router_acc or None, "summary": summary,
-              "dev": None, "eval_split": "per task", **provenance(seed)}
+              "dev": None, "eval_split": "per task", **provenance(seed, base=cfg.base)}
     atomic_write_json(out / FINISHED, result)
     return result

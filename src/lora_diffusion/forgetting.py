@@ -229,7 +229,7 @@ def run_forgetting(cfg: ForgettingConfig) -> dict[str, Any]:
     result: dict[str, Any] = {"model": desc, "instruction": cfg.instruction, "instruction_text": instruction,
                               "instruction_tokens": len(prefix_ids), "corpora": corpora,
                               "corpus_paths": dict(zip(names, cfg.corpora)), "config": to_dict(cfg),
-                              **provenance(cfg.seed)}
+                              **provenance(cfg.seed, base=desc["base"])}
     if base_figs is not None:
         result["base"] = {n: base_figs[n] for n in names}
         result["change"] = {n: {k: change(corpora[n][k], base_figs[n][k]) for k in METRICS} for n in names}

@@ -20,7 +20,7 @@ from .runs import clear_run, prepare_run
 from .training.schedule import check_batch
 from .training.trainer import Trainer, TrainingInterrupted
 from .utils.io import atomic_write_json
-from .utils.repro import provenance
+from .utils.repro import base_digest, provenance
 
 log = logging.getLogger(__name__)
 FINISHED = "pretrain_summary.json"
@@ -76,11 +76,12 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = Tru
             "train_tokens": train.num_tokens,
             "validation": {"start": trainer.history[0], "final": final},
             "saved_to": str(out / "model"),
-            **provenance(cfg.train.seed),
+            **provenance(cfg.train.seed, base=cfg.base),
         }
         if trainer.accelerator.is_main_process:  # one writer under DDP
             save_base(trainer.unwrapped, out / "model",
                       extra_files={"pretrain_summary.json": json.dumps(result, indent=2, default=str)})
+            result["saved_sha256"] = base_digest(out / "model")  # what runs on this base record as base_weights
             atomic_write_json(out / "pretrain_summary.json", result)
     except KeyboardInterrupt:
         raise TrainingInterrupted.after_training(trainer.step, out) from None

@@ -179,7 +179,7 @@ def run_probe(task: str, base: str, data_root: str, output_dir: str, validation_
               "probes": fit_probes(feats["train"], feats["validation"], feats["test"], seed=seed, mlp=mlp),
               "config": {"validation_rows": validation_rows, "max_train_rows": max_train_rows, "eval_rows": eval_rows,
                          "c_grid": list(C_GRID), "mlp": mlp, "data_root": data_root, "data_dir": data_dir},
-              **provenance(seed)}
+              **provenance(seed, base=base)}
     atomic_write_json(Path(out) / "probe.json", result)
     atomic_write_text(Path(out) / "probe.md", probe_markdown(result))
     return result

@@ -260,7 +260,7 @@ def run_cell(cfg: StudyConfig, task: str, method: str, seed: int, progress: bool
             run_finetune(run, resume=resume, progress=progress, overwrite=not resume)
         except TrainingDiverged as err:  # recorded and reported as such; the study goes on
             atomic_write_json(failed, {"error": str(err), "task": task, "method": method, "seed": seed,
-                                       "config": to_dict(run), **provenance(seed)})
+                                       "config": to_dict(run), **provenance(seed, base=run.base)})
             print(f"[study] {task} {method} seed {seed} FAILED: {err} (recorded in {failed})", flush=True)
             return None
         if not cfg.keep_checkpoints and result.is_file():

@@ -319,7 +319,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         r["targets"] = study_targets(r)
     result = {"command": "python -m lora_diffusion.bench.decoding " + " ".join(argv), "note": args.note,
               "config": {k: v for k, v in vars(args).items() if k not in ("aggregate", "output")},
-              **provenance(args.seed), "hardware": hardware(args.device), "results": results}
+              **provenance(args.seed, base=args.base), "hardware": hardware(args.device), "results": results}
     atomic_write_json(out_dir / "decoding.json", result)
     atomic_write_text(out_dir / "decoding.md", markdown(result))
     pareto(results, out_dir / "pareto.png")

@@ -238,7 +238,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     if missing:
         raise ValueError(f"parts {missing} are neither run nor found in {out / 'bench.json'}")
     backbone = load_base(cfg.base)
-    result: dict[str, Any] = {"config": to_dict(cfg), **provenance(0), "hardware": hardware()}
+    result: dict[str, Any] = {"config": to_dict(cfg), **provenance(0, base=cfg.base), "hardware": hardware()}
     runners = {"training": lambda: bench_training(backbone, cfg), "memory": lambda: bench_memory(cfg),
                "inference": lambda: bench_inference(backbone, cfg), "decoding": lambda: bench_decoding(backbone, cfg),
                "latency": lambda: bench_latency(backbone, cfg)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.metadata
 import platform
 import random
@@ -52,10 +54,48 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def provenance(seed: int | None = None) -> dict[str, Any]:
-    """What every run records next to its results."""
+WEIGHT_FILES = ("*.safetensors", "*.bin", "config.json", "diffusion_config.json")
+
+
+@functools.lru_cache(maxsize=32)
+def _digest(files: tuple[tuple[str, int, int], ...], root: str) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in files:
+        digest.update(name.encode() + b"\0")
+        with open(Path(root) / name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def base_digest(directory: str | Path) -> str | None:
+    """SHA-256 over the names and bytes of a local model directory's weight and config files
+    (``WEIGHT_FILES``, sorted by name): which base weights a run used, where a base's path alone
+    does not tell (a cache rebuilt on a new machine). None for what is not a local directory (a
+    hub id). Cached per process by the files' sizes and modification times."""
+    root = Path(directory)
+    if not root.is_dir():
+        return None
+    found = sorted({p for pattern in WEIGHT_FILES for p in root.glob(pattern) if p.is_file()})
+    if not found:
+        return None
+    return _digest(tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in found), str(root))
+
+
+def base_record(base: str | None) -> dict[str, Any]:
+    """``{"path", "sha256"}`` of a base given by name or path (the MiniLM alias resolved)."""
+    from ..hub import resolve_source  # imported here: modules that hub imports import this one
+
+    if not base:
+        return {"path": None, "sha256": None}
+    return {"path": str(base), "sha256": base_digest(resolve_source(str(base)))}
+
+
+def provenance(seed: int | None = None, base: str | None = None) -> dict[str, Any]:
+    """What every run records next to its results; with ``base``, the digest of its weights."""
     return {
         "seed": seed,
+        **({"base_weights": base_record(base)} if base else {}),
         "git_commit": git_commit(),
         "versions": library_versions(),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
