@@ -35,6 +35,14 @@ def test_tiny_study_is_idempotent_and_reports(tmp_path, capsys):
     assert "| full | 3 |" in report and "| bitfit | 3 |" in report and "Bonferroni over 1 comparisons" in report
     assert (tmp_path / "rep" / "accuracy_vs_parameters.png").is_file()
     assert (tmp_path / "rep" / "learning_curves.png").is_file()
+    assert f"`{bitfit['base_weights']['sha256'][:12]}` (6 runs)." in report  # one base, named by its digest
+    # the base rebuilt under the same path with other weights (a new machine): the kept runs are refused
+    save_base(tiny_backbone("bert", seed=1), tmp_path / "base")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "result.json: made on base weights" in err and "another output_dir" in err and err.count("\n") == 1
+    assert [p.stat().st_mtime_ns for p in done] == stamps
 
 
 def test_study_rejects_unknown_methods(tmp_path, capsys):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .report_tasks import mean_step_time
+from .runs import base_weights_summary
 from .stats import compare_paired, summarize
 from .utils.io import atomic_write_text
 
@@ -139,5 +140,5 @@ def write_report(study_dir: str | Path, out_dir: str | Path, command: str = "") 
     out.mkdir(parents=True, exist_ok=True)
     figs = figures(data, out)
     text = f"# Study report\n\nStudy: `{study_dir}`" + (f"\n\nCommand: `{command}`" if command else "") + "\n\n"
-    text += tables(data) + "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figs) + "\n"
+    text += base_weights_summary(study_dir) + "\n\n" + tables(data) + "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figs) + "\n"
     return atomic_write_text(out / "report.md", text)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .report_tasks import primary
+from .runs import base_weights_summary
 from .stats import ALPHA, compare_paired, summarize
 from .utils.io import atomic_write_json, atomic_write_text
 
@@ -124,6 +125,7 @@ def write_grid_report(study_dir: str | Path, out_dir: str | Path, command: str =
     text = [f"# Grid study: {len(points)} points", "", f"Study: `{study_dir}`"]
     if command:
         text += ["", f"Command: `{command}`"]
+    text += ["", base_weights_summary(study_dir)]
     text += ["", "Grid: " + ", ".join(f"`{k}` in {v}" for k, v in grid.items()) + ". The default point is the "
              "study's own settings. Differences are paired over the seeds both points have; with >= 3 seeds a "
              "paired t-test (Wilcoxon when the differences are not normal), Bonferroni over the non-default points; "

@@ -15,6 +15,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from .runs import base_weights_summary
 from .stats import compare_paired, summarize
 from .utils.io import atomic_write_text
 
@@ -232,7 +233,7 @@ def write_task_report(study_dir: str | Path, out_dir: str | Path, command: str =
     text = [f"# Many-task study: {len(data)} tasks x {len(_methods(data))} methods", "", f"Study: `{study_dir}`"]
     if command:
         text += ["", f"Command: `{command}`"]
-    text += ["", "## Primary metric per task (%, final checkpoint, reported split)", "", *headline_table(data, failed),
+    text += ["", base_weights_summary(study_dir), "", "## Primary metric per task (%, final checkpoint, reported split)", "", *headline_table(data, failed),
              "", f"![primary metric per task]({fig.name})", "", "## Every metric, per task", *task_tables(data),
              "", "## Against full fine-tuning (tasks with >= 3 paired seeds)", "", *statistics(data)]
     return atomic_write_text(out / "report.md", "\n".join(text) + "\n")

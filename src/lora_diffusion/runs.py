@@ -174,3 +174,31 @@ def clear_run(path: str | Path, outputs: tuple[str, ...]) -> None:
             else:
                 target.unlink()
     state.wait_for_everyone()
+
+
+def check_same_base(result_path: str | Path, base: str) -> None:
+    """A finished run kept by a study must have run on the weights ``base`` holds now: a run
+    that recorded another base's digest is refused (a base rebuilt on a new machine under the
+    same path is not the same base); one that recorded none (made before runs recorded it) is
+    kept and counted as such by ``base_weights_summary``."""
+    from .utils.repro import base_record
+
+    recorded = (json.loads(Path(result_path).read_text()).get("base_weights") or {}).get("sha256")
+    current = base_record(base)["sha256"]
+    if recorded and current and recorded != current:
+        raise ConfigError(f"{result_path}: made on base weights {recorded[:12]}, but {base} now holds "
+                          f"{current[:12]}: write this study to another output_dir (or remove the run)", field="base")
+
+
+def base_weights_summary(study_dir: str | Path) -> str:
+    """One line for a report: the bases a study's runs were made on (``base_weights`` in each
+    ``result.json``), by SHA-256 prefix and count."""
+    counts: dict[str | None, int] = {}
+    for path in sorted(Path(study_dir).rglob("result.json")):
+        sha = (json.loads(path.read_text()).get("base_weights") or {}).get("sha256")
+        counts[sha[:12] if sha else None] = counts.get(sha[:12] if sha else None, 0) + 1
+    parts = [f"`{k}` ({n} runs)" for k, n in counts.items() if k]
+    if counts.get(None):
+        parts.append(f"not recorded ({counts[None]} runs, made before runs recorded their base's digest)")
+    line = "Base weights (SHA-256 of the base's weight files, `base_weights` in each result.json): " + "; ".join(parts)
+    return line + (". More than one: compare runs made on one base only." if len(counts) > 1 else ".")

@@ -39,7 +39,7 @@ from .config import TrainConfig, load_config, require, to_dict
 from .data.examples import task_names
 from .finetune import FinetuneConfig, run_finetune
 from .methods import method_config, registered_methods
-from .runs import flatten
+from .runs import check_same_base, flatten
 from .study_lr import FAILED_FILE, run_with_lr_search
 from .training.checkpoint import list_checkpoints
 from .training.trainer import TrainingDiverged
@@ -241,6 +241,7 @@ def run_cell(cfg: StudyConfig, task: str, method: str, seed: int, progress: bool
     out = Path(run.output_dir)
     result, failed = out / "result.json", out / FAILED_FILE
     if result.is_file():
+        check_same_base(result, run.base)
         log.info("study: %s %s seed %d already done, skipped", task, method, seed)
         return result
     with try_lock(out.parent / f".{out.name}.lock") as mine:
