@@ -235,3 +235,13 @@ def test_a_cell_training_in_another_worker_is_skipped_untouched(tmp_path, capsys
     assert not (out / "bitfit" / ".seed-1.lock").exists()
     assert main(args) == 0  # the lock is gone: the cell trains now
     assert (out / "full" / "seed-1" / "result.json").is_file()
+
+
+def test_task_report_names_the_runs_of_a_task_made_on_another_base():
+    from lora_diffusion.report_tasks import _bases_note
+
+    one = {"base_weights": {"path": "b", "sha256": "a" * 64}}
+    assert _bases_note({"full": {42: one, 43: one}, "lora": {42: one}}) == []  # one base: nothing to say
+    note = _bases_note({"full": {42: {}, 43: one}, "lora": {42: {}}})
+    assert note[1] == ("**Runs on more than one base** (means over these seeds mix bases): not recorded: full 42, "
+                       f"lora 42; `{'a' * 12}`: full 43.")

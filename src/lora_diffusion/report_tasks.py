@@ -15,7 +15,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from .runs import base_weights_summary
+from .runs import base_of, base_weights_summary
 from .stats import compare_paired, summarize
 from .utils.io import atomic_write_text
 
@@ -143,6 +143,19 @@ def trainable_cell(accounts: list[dict[str, Any]]) -> str:
     return f"{span} ({low['percent_of_base']:.2f}%)"
 
 
+def _bases_note(runs: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+    """A line naming which runs of a task were made on which base, where they were made on more
+    than one (a mean over such seeds mixes bases)."""
+    by_base: dict[str | None, list[str]] = {}
+    for m in sorted(runs):
+        for seed in sorted(runs[m]):
+            by_base.setdefault(base_of(runs[m][seed]), []).append(f"{m} {seed}")
+    if len(by_base) < 2:
+        return []
+    parts = [f"{f'`{b}`' if b else 'not recorded'}: {', '.join(names)}" for b, names in by_base.items()]
+    return ["", "**Runs on more than one base** (means over these seeds mix bases): " + "; ".join(parts) + "."]
+
+
 def task_tables(data) -> list[str]:
     lines: list[str] = []
     for t in sorted(data):
@@ -154,7 +167,7 @@ def task_tables(data) -> list[str]:
                   f"train rows {first['train_rows']:,}; response budget {info.get('response_budget')} tokens, "
                   f"prompt budget {info.get('max_prompt_len')}; truncated prompts in train "
                   f"{first.get('train_truncated', 0):,}, responses {first.get('train_truncated_responses', 0):,}.",
-                  f"{info.get('notes', '')}", ""]
+                  f"{info.get('notes', '')}", *_bases_note(data[t]), ""]
         cols = keys + ([f"{k} (raw refs)" for k in keys] if raw else [])
         extra = ["generation acc.", "head acc."] if "head_accuracy" in first["dev"] else []
         lines += ["| method | " + " | ".join(cols + extra) + " | train s/step (median; *: of the logged steps) | "

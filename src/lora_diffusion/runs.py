@@ -190,13 +190,20 @@ def check_same_base(result_path: str | Path, base: str) -> None:
                           f"{current[:12]}: write this study to another output_dir (or remove the run)", field="base")
 
 
+def base_of(result: dict[str, Any]) -> str | None:
+    """The SHA-256 prefix (12) of the base a run recorded, None for a run made before runs
+    recorded it."""
+    sha = (result.get("base_weights") or {}).get("sha256")
+    return sha[:12] if sha else None
+
+
 def base_weights_summary(study_dir: str | Path) -> str:
     """One line for a report: the bases a study's runs were made on (``base_weights`` in each
     ``result.json``), by SHA-256 prefix and count."""
     counts: dict[str | None, int] = {}
     for path in sorted(Path(study_dir).rglob("result.json")):
-        sha = (json.loads(path.read_text()).get("base_weights") or {}).get("sha256")
-        counts[sha[:12] if sha else None] = counts.get(sha[:12] if sha else None, 0) + 1
+        key = base_of(json.loads(path.read_text()))
+        counts[key] = counts.get(key, 0) + 1
     parts = [f"`{k}` ({n} runs)" for k, n in counts.items() if k]
     if counts.get(None):
         parts.append(f"not recorded ({counts[None]} runs, made before runs recorded their base's digest)")
