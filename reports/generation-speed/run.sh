@@ -3,8 +3,8 @@
 # sampler; low-confidence one token per step; parallel threshold 0.9 / 0.7 / 0.5; fixed 2 / 4 per
 # call; threshold 0.9 in semi-AR blocks of 8; threshold 0.9 with the approximate prompt cache; the
 # exact prompt cache for adapters trained with prefix prompt attention) on the many-task study's
-# seed-42 trajectory and LoRA adapters (reports/tasks/runs) for SQuAD, CommonGen, XSum (or GSM8K
-# where XSum has no adapters) and SST-2; then the bench's decoding part (the confidence-independent
+# seed-42 trajectory and LoRA adapters (reports/tasks/runs) for SQuAD, CommonGen, WMT14 en-de and
+# SST-2 (XSum's where its adapters exist: README); then the bench's decoding part (the confidence-independent
 # settings' throughput at batch 32 on a synthetic batch) and its latency part (trajectory vs frozen
 # base at batch 8 for the exact sampler and fixed-4, the base timed twice: the noise floor; 20
 # rounds); run both on an otherwise idle machine; then reports/generation-speed.md.
@@ -36,8 +36,11 @@ export OMP_NUM_THREADS=$THREADS
 pin=()
 [ -n "$CPUS" ] && pin=(taskset -c "$CPUS")
 
-third=xsum
-[ -d "$RUNS/xsum/trajectory/seed-42/adapter" ] || [ -d "$RUNS/xsum/lora/seed-42/adapter" ] || third=gsm8k
+# the third generation task: WMT14 en-de (112-token responses; its adapters train in ~10 minutes
+# under bf16); XSum's studies take 2-3 hours each on one thread (384-token documents) and run too
+# where its adapters exist
+generation=(squad commongen wmt14_en_de)
+if [ -d "$RUNS/xsum/trajectory/seed-42/adapter" ] || [ -d "$RUNS/xsum/lora/seed-42/adapter" ]; then generation+=(xsum); fi
 dirs=()
 decode() {  # <task> <adapter> <output dir> <label> [extra settings]: one decoding study, skipped when done or untrained
   dirs+=("$3")
@@ -52,18 +55,23 @@ decode() {  # <task> <adapter> <output dir> <label> [extra settings]: one decodi
     --note "$NOTE" --output-dir "$3" ${5:+--extra-settings "$5"}
   exec 9>&-
 }
-# XSum's 40-token budget floods confidence-ordered decoding with end tokens (README): there the
-# grid also has parallel settings inside semi-AR blocks (added in session 9, after the first runs)
-extra() { [ "$1" = xsum ] && echo "fixed-4+block-8,threshold-0.7+block-8,threshold-0.5+block-8"; return 0; }
-for task in squad commongen "$third" sst2; do
+# XSum's 40-token budget floods confidence-ordered decoding with end tokens (README): there, and on
+# WMT14's 112 tokens, the grid also has parallel settings inside semi-AR blocks (added in session 9)
+extra() { case "$1" in xsum|wmt14_en_de) echo "fixed-4+block-8,threshold-0.7+block-8,threshold-0.5+block-8";; esac; return 0; }
+for task in "${generation[@]}" sst2; do
   for m in trajectory lora; do
     decode "$task" "$RUNS/$task/$m/seed-42/adapter" "$OUT/$task-$m" "$m" "$(extra "$task")"
   done
 done
 # The trajectory variant that writes free text (reports/quality, `deep-all`) beside the paper's
-# configuration on CommonGen, the free-text task where the methods differ (reports/quality/free-text-seeds).
-decode commongen reports/quality/free-text-seeds/runs/trajectory@deep-all/seed-42/adapter \
-  "$OUT/commongen-trajectory-deep-all" trajectory@deep-all
+# configuration on CommonGen, the free-text task where the methods differ: its seed-42 run of
+# reports/quality/free-text-seeds trained again here (same config; adapters are not committed)
+DEEP=$OUT/train/trajectory@deep-all/seed-42
+if [ ! -d "$DEEP/adapter" ]; then
+  "${pin[@]}" "$PY" -m lora_diffusion.cli study --config reports/quality/free_text_seeds.yaml --base "$BASE" \
+    --data-root "$DATA" --methods trajectory@deep-all --seeds 42 --output-dir "$OUT/train" --quiet
+fi
+decode commongen "$DEEP/adapter" "$OUT/commongen-trajectory-deep-all" trajectory@deep-all
 
 # The bench's decoding part, beside a copy of the committed bench result (its other parts are kept
 # from there and marked as reused with their commit in bench.json / bench.md).
