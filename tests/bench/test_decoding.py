@@ -131,6 +131,8 @@ def test_aggregate(study, tmp_path):
     text = out.read_text()
     assert "## Targets" in text and "Missing (not run yet)" in text and "python -m lora_diffusion.bench.decoding" in text
     assert (tmp_path / "generation-speed-pareto.png").is_file()
+    sha = json.loads((root / "out" / "decoding.json").read_text())["base_weights"]["sha256"]
+    assert f"base weights: `{sha[:12]}`" in text and "more than one base" not in text
 
 
 def test_prefix_adapter_adds_the_exact_cache(study):

@@ -295,6 +295,13 @@ def hardware(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
+def _adapter_base(adapter: str) -> str | None:
+    """The base an adapter loads onto when no --base is given (recorded in its config)."""
+    from ..methods.persistence import read_adapter_config
+
+    return read_adapter_config(adapter).get("base_source")
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from ..utils.io import atomic_write_json, atomic_write_text, check_writable_dir
     from ..utils.repro import provenance
@@ -319,7 +326,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         r["targets"] = study_targets(r)
     result = {"command": "python -m lora_diffusion.bench.decoding " + " ".join(argv), "note": args.note,
               "config": {k: v for k, v in vars(args).items() if k not in ("aggregate", "output")},
-              **provenance(args.seed, base=args.base), "hardware": hardware(args.device), "results": results}
+              **provenance(args.seed, base=args.base or _adapter_base(args.adapter[0])), "hardware": hardware(args.device),
+              "results": results}
     atomic_write_json(out_dir / "decoding.json", result)
     atomic_write_text(out_dir / "decoding.md", markdown(result))
     pareto(results, out_dir / "pareto.png")

@@ -203,7 +203,12 @@ def aggregate(dirs: list[str], output: str | Path, bench: str = "") -> Path:
         lines += bench_section(b)
     lines += ["", "## Commands and machines", ""]
     for s in studies:
-        lines += [f"- `{s['command']}`", f"  - machine: {_machine(s)}", f"  - beside it: {s.get('note') or 'not stated'}"]
+        sha = (s.get("base_weights") or {}).get("sha256")
+        lines += [f"- `{s['command']}`", f"  - machine: {_machine(s)}", f"  - beside it: {s.get('note') or 'not stated'}",
+                  f"  - base weights: {f'`{sha[:12]}`' if sha else 'not recorded (made before studies recorded it)'}"]
+    if len({(s.get("base_weights") or {}).get("sha256") for s in studies}) > 1:
+        lines += ["", "The studies were made on more than one base (above): every ratio and difference is "
+                  "between settings of one study, on one adapter and its base."]
     lines += ["", f"## Figures per task and adapter (Pareto plot: `{png.name}`)", ""]
     for r in results:
         lines += study_table(r)
