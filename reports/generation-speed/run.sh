@@ -58,22 +58,21 @@ decode() {  # <task> <adapter> <output dir> <label> [extra settings]: one decodi
 # XSum's 40-token budget floods confidence-ordered decoding with end tokens (README): there, and on
 # WMT14's 112 tokens, the grid also has parallel settings inside semi-AR blocks (added in session 9)
 extra() { case "$1" in xsum|wmt14_en_de) echo "fixed-4+block-8,threshold-0.7+block-8,threshold-0.5+block-8";; esac; return 0; }
-# First (about 15 minutes) the trajectory variant that writes free text (reports/quality, `deep-all`)
+for task in "${generation[@]}" sst2; do
+  for m in trajectory lora; do
+    decode "$task" "$RUNS/$task/$m/seed-42/adapter" "$OUT/$task-$m" "$m" "$(extra "$task")"
+  done
+done
+# Then (about 30 minutes on one thread) the trajectory variant that writes free text (reports/quality, `deep-all`)
 # beside the paper's configuration on CommonGen, the free-text task where the methods differ: its
 # seed-42 run of reports/quality/free-text-seeds trained again here (same config; adapters are not
-# committed); listed last in the aggregate
+# committed); after the task studies that the issue's targets need, and listed last in the aggregate
 DEEP=$OUT/train/trajectory@deep-all/seed-42
 if [ ! -d "$DEEP/adapter" ]; then
   "${pin[@]}" "$PY" -m lora_diffusion.cli study --config reports/quality/free_text_seeds.yaml --base "$BASE" \
     --data-root "$DATA" --methods trajectory@deep-all --seeds 42 --output-dir "$OUT/train" --quiet
 fi
 decode commongen "$DEEP/adapter" "$OUT/commongen-trajectory-deep-all" trajectory@deep-all
-for task in "${generation[@]}" sst2; do
-  for m in trajectory lora; do
-    decode "$task" "$RUNS/$task/$m/seed-42/adapter" "$OUT/$task-$m" "$m" "$(extra "$task")"
-  done
-done
-dirs=("${dirs[@]:1}" "${dirs[0]}")  # the deep-all study after the task studies
 
 # The bench's decoding part, beside a copy of the committed bench result (its other parts are kept
 # from there and marked as reused with their commit in bench.json / bench.md).
