@@ -23,9 +23,11 @@ export NOTE=${NOTE:-"1 thread, beside another one-thread worker on the other cor
 LD=("$PYTHON" -m lora_diffusion.cli)
 mkdir -p runs
 
-# name | shared or single | issue | what runs
+# name | shared or single | issue | what runs. bf16 comes early: where bfloat16 autocast changes
+# nothing the methods reach, the later studies can train under it at a half or a third of the time
 QUEUE=(
   "speed|shared|#16|ROUNDS=3 bash reports/generation-speed/run.sh $BASE $DATA"
+  "bf16|shared|#13|${LD[*]} study --config reports/quality/bf16-check/study.yaml --base $BASE --data-root $DATA --quiet --grid train.mixed_precision=no,bf16"
   "tasks|shared|#10|${LD[*]} study --config reports/tasks/study.yaml --base $BASE --data-root $DATA --output-dir reports/tasks/runs --quiet"
   "composition|single|#12|bash reports/composition/run.sh $BASE $DATA 1000"
   "variants|shared|#13|${LD[*]} study --config reports/quality/variants.yaml --base $BASE --data-root $DATA --quiet --grid method_options.preset=paper,lean,mix,deep,deep-all,side,side2"
