@@ -9,6 +9,9 @@
 # Idempotent and resumable: a step whose output holds its result file (result.json, metrics.json,
 # composition.json, the bench's JSON) is skipped; a run directory holding checkpoints is resumed
 # (--resume); one holding only a crashed run's adapter is redone (--overwrite).
+# Workers: two calls may run side by side (one per core). Each step is locked (.<dir>.lock beside
+# it); a step held by the other call, or whose inputs are not finished yet, is left for a later
+# call (listed as "== busy" / "== wait", and "== incomplete" at the end): call again until none is.
 #
 # Environment (defaults are the study's; the test shrinks them):
 #   TRAIN_ROWS=0          max_train_rows of every run (0: all)
@@ -58,9 +61,29 @@ echo "${ENV_SET}${INVOCATION}" > "$RUNS/command.txt"  # the exact command, non-d
 
 single() { echo "$RUNS/single/$1_text/$2/adapter"; }  # <part> <method>: a single-task adapter
 
+PENDING=()  # steps left for a later call: another worker holds them, or their inputs are not finished yet
+
+claim() {  # <dir>: lock <dir> for this worker (fd CLAIM; released by release or at exit); 1 if another holds it
+  mkdir -p "$(dirname "$1")"
+  exec {CLAIM}>"$(dirname "$1")/.$(basename "$1").lock"
+  if flock -n "$CLAIM"; then return 0; fi
+  exec {CLAIM}>&-
+  echo "== busy $1 (another worker)"; PENDING+=("$1"); return 1
+}
+release() { exec {CLAIM}>&-; }
+
+ready() {  # <what> <files...>: 0 when every file exists, else the step waits for a later call
+  local what=$1 f; shift
+  for f in "$@"; do
+    if [[ ! -e $f ]]; then echo "== wait $what (needs $f)"; PENDING+=("$what"); return 1; fi
+  done
+}
+
 finetune() {  # <run dir> <finetune flags...>: skipped when finished, resumed from its checkpoints
   local dir=$1; shift
   if [[ -f $dir/result.json ]]; then echo "== skip $dir (finished)"; return 0; fi
+  claim "$dir" || return 0
+  if [[ -f $dir/result.json ]]; then release; echo "== skip $dir (finished)"; return 0; fi  # by the other worker
   local state=()
   if compgen -G "$dir/checkpoints/step-*" > /dev/null; then state=(--resume)
   elif [[ -e $dir/adapter || -e $dir/training_summary.json ]]; then state=(--overwrite); fi
@@ -68,23 +91,43 @@ finetune() {  # <run dir> <finetune flags...>: skipped when finished, resumed fr
   "$LD" finetune --base "$BASE" --data-root "$DATA" --output-dir "$dir" --steps "$STEPS" --seed "$SEED" \
     --set train.batch_size=16 --set train.micro_batch_size=16 --set train.save_every="$SAVE_EVERY" \
     --set max_train_rows="$TRAIN_ROWS" --quiet "$@" ${state[@]+"${state[@]}"}
+  release
 }
 
-evaluate() {  # <output dir> <adapter> <task> <rows>
+evaluate() {  # <output dir> <adapter> <task> <rows>: waits until the adapter's run has finished
   if [[ -f $1/metrics.json ]]; then echo "== skip $1 (evaluated)"; return 0; fi
+  ready "$1" "$(done_file "$2")" || return 0
+  claim "$1" || return 0
+  if [[ -f $1/metrics.json ]]; then release; echo "== skip $1 (evaluated)"; return 0; fi
   echo "== evaluate $2 on $3 -> $1"
   "$LD" evaluate --adapter "$2" --base "$BASE" --task "$3" --data-root "$DATA" --eval-rows "$4" --seed "$SEED" \
     --output-dir "$1" --quiet
+  release
+}
+
+done_file() {  # <adapter dir>: the file that says it is complete (its run's result, or the compose record)
+  if [[ $(basename "$1") == adapter && $1 == */zeroshot/* ]]; then echo "$1/composition.json"
+  else echo "$(dirname "$1")/result.json"; fi
 }
 
 composed() {  # <composite> <column> <compose flags...>: compose into <column>/adapter, evaluate into <column>/eval
   local task=$1 col="$RUNS/zeroshot/$1/$2"; shift 2
   if [[ -f $col/eval/metrics.json ]]; then echo "== skip $col (evaluated)"; return 0; fi
   if [[ ! -f $col/adapter/composition.json ]]; then
-    local over=()
+    local arg sources=() over=()
+    for arg in "$@"; do  # the adapters (and router) it composes must be finished
+      if [[ $arg == *=* && $arg == */* ]]; then
+        local pairs pair; IFS=, read -r -a pairs <<< "$arg"
+        for pair in "${pairs[@]}"; do sources+=("$(done_file "${pair#*=}")"); done
+      elif [[ $arg == "$RUNS"/* ]]; then sources+=("$(done_file "$arg")"); fi
+    done
+    ready "$col" "${sources[@]}" || return 0
+    claim "$col/adapter" || return 0
+    if [[ -f $col/adapter/composition.json ]]; then release; evaluate "$col/eval" "$col/adapter" "$task" "$EVAL_ROWS"; return 0; fi
     [[ -d $col/adapter ]] && over=(--overwrite)  # a compose that stopped half way
     echo "== compose $col $*"
     "$LD" compose --base "$BASE" --output "$col/adapter" "$@" ${over[@]+"${over[@]}"} > /dev/null
+    release
   fi
   evaluate "$col/eval" "$col/adapter" "$task" "$EVAL_ROWS"
 }
@@ -111,10 +154,13 @@ finetune "$RUNS/joint" --tasks "$ALL_TEXT" --router --lr "${LR[trajectory]}" --s
 # d. the router alone over the frozen single-task trajectory adapters: over all three tasks, and over
 #    each composite's pair (compose --router needs a router over exactly the composed adapters, same order)
 init3="sst2_text=$(single sst2 trajectory),trec_text=$(single trec trajectory),ag_news_text=$(single ag_news trajectory)"
+ready "$RUNS/router" "$(done_file "$(single sst2 trajectory)")" "$(done_file "$(single trec trajectory)")" \
+  "$(done_file "$(single ag_news trajectory)")" &&
 finetune "$RUNS/router" --tasks "$ALL_TEXT" --router --freeze-adapters --init-adapters "$init3" \
   --lr "${LR[trajectory]}" --set eval_rows="$TEXT_EVAL_ROWS"
 for c in "${COMPOSITES[@]}"; do
   a=${FIRST[$c]} b=${SECOND[$c]}
+  ready "$RUNS/router-pair/$c" "$(done_file "$(single "$a" trajectory)")" "$(done_file "$(single "$b" trajectory)")" &&
   finetune "$RUNS/router-pair/$c" --tasks "${a}_text,${b}_text" --router --freeze-adapters \
     --init-adapters "${a}_text=$(single "$a" trajectory),${b}_text=$(single "$b" trajectory)" \
     --lr "${LR[trajectory]}" --set eval_rows="$TEXT_EVAL_ROWS"
@@ -154,12 +200,15 @@ done
 # g. serving cost: M adapters composed (one trunk pass per step) vs M separate runs
 if [[ -f $RUNS/serving/serving_cost.json ]]; then
   echo "== skip serving cost (measured)"
-else
-  mkdir -p "$RUNS/serving"
+elif claim "$RUNS/serving" && { [[ ! -f $RUNS/serving/serving_cost.json ]] || { release; false; }; }; then
   echo "== serving cost"
   "$PY" -m lora_diffusion.bench.composition --base "$BASE" --output "$RUNS/serving/serving_cost.json" \
     --counts 2,4,8 ${BENCH_X[@]+"${BENCH_X[@]}"}
+  release
 fi
 
 # h. the report (regenerated on every call; partial while the study runs)
 "$PY" -m lora_diffusion.report_composition "$RUNS" "$REPORT_DIR"
+if (( ${#PENDING[@]} )); then
+  echo "== incomplete: ${#PENDING[@]} steps held by another worker or waiting for their inputs; call again when it is done"
+fi
