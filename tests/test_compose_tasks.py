@@ -29,7 +29,12 @@ def test_build_composite_pairs_rows_with_both_answers_and_is_seeded():
 def test_part_accuracy():
     got = part_accuracy(["positive location", "negative human", "positive", "Positive  Number"],
                         ["positive location", "positive human", "positive number", "positive number"])
-    assert got == {"both": 50.0, "first": 75.0, "second": 75.0}
+    assert got == {"both": 50.0, "first": 75.0, "second": 75.0, "first_any": 75.0, "second_any": 75.0,
+                   "words": 7 / 4}
+    # order-free: the two words swapped, or only the second task answered
+    swapped = part_accuracy(["location positive", "human", ""], ["positive location", "negative human", "positive number"])
+    assert swapped == {"both": 0.0, "first": 0.0, "second": 0.0, "first_any": 100 / 3, "second_any": 200 / 3,
+                       "words": 1.0}
 
 
 def test_part_accuracy_of_a_predictions_file(tmp_path):
@@ -41,7 +46,8 @@ def test_part_accuracy_of_a_predictions_file(tmp_path):
             {"id": "b", "prompt": "q", "prediction": "negative number", "references": ["negative number"]}]
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert part_accuracy_file(tmp_path / "predictions.jsonl") == {"both": 50.0, "first": 100.0, "second": 50.0,
-                                                                 "rows": 2}
+                                                                 "first_any": 100.0, "second_any": 50.0,
+                                                                 "words": 2.0, "rows": 2}
 
 
 def test_composite_tasks_are_registered():

@@ -92,6 +92,10 @@ def test_report_on_hand_made_runs(tmp_path, capsys):
     assert sup["sst2_trec"]["weights 1,1"] == "-" and sup["trec_ag_news"]["uniform"] == "-"
     assert table_with(text, "LoRA TIES")["sst2_trec"]["LoRA TIES"] == "25.0 (25.0 / 25.0)"
     assert table_with(text, "upper: trajectory")["sst2_trec"]["upper: full FT"] == "100.0 (100.0 / 100.0)"
+    order_free = table_with(text, "model")  # A's word anywhere / B's / mean words per answer
+    assert order_free["uniform"]["sst2_trec"] == "75.0 / 50.0 / 1.75"
+    assert order_free["LoRA TIES"]["sst2_trec"] == "25.0 / 25.0 / 1.25"
+    assert order_free["uniform"]["ag_news_sst2"] == "-" and order_free["router (pair)"]["sst2_trec"] == "-"
     best = table_with(text, "best merge")["sst2_trec"]
     assert best["best superposition"] == "uniform: 50.0" and best["best merge"] == "LoRA TIES: 25.0"
     assert best["superposition - merge"] == "25.0"

@@ -67,16 +67,16 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 
 def zero_shot_cell(runs: Path, composite: str, column: str) -> dict[str, float] | None:
-    """{"both", "first", "second", "rows"} of one evaluation (percent), or None when it is missing."""
+    """{"both", "first", "second", "first_any", "second_any", "words", "rows"} of one evaluation
+    (percent; words: mean predicted words per answer), or None when it is missing."""
     folder = Path(runs) / "zeroshot" / composite / column / "eval"
     metrics = read_json(folder / "metrics.json")
     if metrics is None:
         return None
-    cell = {"both": float(metrics["metrics"]["accuracy"]), "first": None, "second": None,
-            "rows": metrics.get("examples")}
+    cell = {"both": float(metrics["metrics"]["accuracy"]), "first": None, "second": None, "first_any": None,
+            "second_any": None, "words": None, "rows": metrics.get("examples")}
     if (folder / "predictions.jsonl").is_file():
-        parts = part_accuracy_file(folder / "predictions.jsonl")
-        cell.update(first=parts["first"], second=parts["second"], rows=parts["rows"])
+        cell.update(part_accuracy_file(folder / "predictions.jsonl"))
     return cell
 
 
@@ -127,6 +127,20 @@ def zero_shot_tables(cells: dict[str, dict[str, dict[str, float] | None]]) -> st
             lines.append(f"| {composite} | " + " | ".join(row) + " |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def order_free_table(cells: dict[str, dict[str, dict[str, float] | None]]) -> str:
+    """Rows: every zero-shot column; per composite: A's gold word anywhere in the answer / B's /
+    mean words per answer (which task a model answers, whatever the order)."""
+    lines = ["| model | " + " | ".join(COMPOSITES) + " |", "|---|" + "---:|" * len(COMPOSITES)]
+    for key, label in ZERO_SHOT_COLUMNS:
+        row = []
+        for composite in COMPOSITES:
+            c = cells[composite][key]
+            row.append("-" if c is None or c.get("words") is None else
+                       f"{fmt(c['first_any'])} / {fmt(c['second_any'])} / {fmt(c['words'], 2)}")
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def best_of(cells: dict[str, dict[str, float] | None], group) -> tuple[str, float] | None:
@@ -269,6 +283,12 @@ trajectory adapters (`compose --router` needs a router over exactly the composed
 composite row belongs to both tasks, and oracle routes each row to one task's modules.
 
 {zero_shot_tables(cells)}
+
+Order-free: whether A's gold word is anywhere in the answer / B's / the mean number of words
+per answer (the three tasks' label words are disjoint, so a word names its task). It tells a
+model that answers one of the two tasks, or both in the other order, from one that answers neither:
+
+{order_free_table(cells)}
 
 Best superposition mode against the best parameter-space merge (both words exact):
 

@@ -69,15 +69,23 @@ def _split(names: tuple[str, str], split_of: Callable[[TaskSpec], str], cap: int
 
 
 def part_accuracy(predictions: list[str], answers: list[str]) -> dict[str, float]:
-    """Exact match of the whole answer and of each word ("first", "second"), in percent."""
-    scores = {"both": 0, "first": 0, "second": 0}
+    """Exact match of the whole answer and of each word in its place ("first", "second"), in
+    percent; and, order-free, whether each part's gold word is among the predicted words at all
+    ("first_any", "second_any": the three tasks' label words are disjoint, so a word names its
+    task) and the mean number of predicted words ("words"): they tell a model that answers one
+    of the two tasks, or both in the other order, from one that answers neither."""
+    scores = {"both": 0, "first": 0, "second": 0, "first_any": 0, "second_any": 0}
+    words = 0
     for pred, gold in zip(predictions, answers):
         p, g = pred.strip().lower().split(), gold.strip().lower().split()
         scores["both"] += p == g
         scores["first"] += len(p) >= 1 and p[0] == g[0]
         scores["second"] += len(p) >= 2 and p[1] == g[1]
+        scores["first_any"] += g[0] in p
+        scores["second_any"] += len(g) >= 2 and g[1] in p
+        words += len(p)
     n = max(1, len(answers))
-    return {k: 100.0 * v / n for k, v in scores.items()}
+    return {**{k: 100.0 * v / n for k, v in scores.items()}, "words": words / n}
 
 
 def _as_text(name: str, split: str) -> Callable[[Path], list[Example]]:
