@@ -200,10 +200,13 @@ done
 # g. serving cost: M adapters composed (one trunk pass per step) vs M separate runs
 if [[ -f $RUNS/serving/serving_cost.json ]]; then
   echo "== skip serving cost (measured)"
-elif claim "$RUNS/serving" && { [[ ! -f $RUNS/serving/serving_cost.json ]] || { release; false; }; }; then
-  echo "== serving cost"
-  "$PY" -m lora_diffusion.bench.composition --base "$BASE" --output "$RUNS/serving/serving_cost.json" \
-    --counts 2,4,8 ${BENCH_X[@]+"${BENCH_X[@]}"}
+elif claim "$RUNS/serving"; then
+  if [[ -f $RUNS/serving/serving_cost.json ]]; then echo "== skip serving cost (measured)"
+  else
+    echo "== serving cost"
+    "$PY" -m lora_diffusion.bench.composition --base "$BASE" --output "$RUNS/serving/serving_cost.json" \
+      --counts 2,4,8 ${BENCH_X[@]+"${BENCH_X[@]}"}
+  fi
   release
 fi
 
