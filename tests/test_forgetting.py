@@ -139,6 +139,8 @@ def test_instruction_text_and_csv_reader(tmp_path):
 
 def test_errors_are_one_line(setup, capsys):
     root = setup["root"]
+    if not (root / "f-base" / "forgetting.json").exists():
+        test_base_equals_eval_base(setup, capsys)
     cases = [
         (_args(setup, "f-base"), "give --adapter DIR or --base DIR"),
         (_args(setup, "f-base", "--base", str(root / "base")), "pass --overwrite"),
@@ -149,6 +151,11 @@ def test_errors_are_one_line(setup, capsys):
         (_args(setup, "f-z", "--adapter", str(setup["trained"]), "--base-result",
                str(root / "f-base" / "forgetting.json"), "--seed", "4"), "config.seed"),
     ]
+    other = _figs(root / "f-base" / "forgetting.json")  # base figures recorded on other weights
+    other["base_weights"] = {"path": "elsewhere", "sha256": "0" * 64}
+    (root / "other-base.json").write_text(json.dumps(other))
+    cases.append((_args(setup, "f-w", "--adapter", str(setup["trained"]), "--base", str(root / "base"),
+                        "--base-result", str(root / "other-base.json")), "measured on base weights 000000000000"))
     for args, needle in cases:
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip()

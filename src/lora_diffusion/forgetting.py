@@ -171,7 +171,10 @@ def _instruction(cfg: ForgettingConfig) -> str:
     return text
 
 
-def _check_base_result(path: str, cfg: ForgettingConfig, names: list[str], instruction: str) -> dict[str, Any]:
+def _check_base_result(path: str, cfg: ForgettingConfig, names: list[str], instruction: str,
+                       base_sha: str | None) -> dict[str, Any]:
+    """The base figures of ``--base-result``, refused unless measured the same way (layout,
+    instruction, corpora) on the same base weights (where both record their digest)."""
     from .utils.io import read_json
 
     other = read_json(path, ConfigError, "--base-result")
@@ -186,6 +189,10 @@ def _check_base_result(path: str, cfg: ForgettingConfig, names: list[str], instr
     if other.get("instruction_text", "") != instruction:
         raise ConfigError(f"{path}: instruction prefix {other.get('instruction_text', '')!r} there, {instruction!r} "
                           "here: the figures are not comparable", field="base_result")
+    theirs = (other.get("base_weights") or {}).get("sha256")
+    if theirs and base_sha and theirs != base_sha:
+        raise ConfigError(f"{path}: measured on base weights {theirs[:12]}, the adapter's base here is "
+                          f"{base_sha[:12]}: the figures are not comparable", field="base_result")
     missing = [n for n in names if n not in other["corpora"]]
     if missing:
         raise ConfigError(f"{path}: no figures for corpora {missing}", field="base_result")
@@ -213,8 +220,10 @@ def run_forgetting(cfg: ForgettingConfig) -> dict[str, Any]:
     names = corpus_names(cfg.corpora)
     texts = {n: read_corpus(c, cfg.split, cfg.csv_column) for n, c in zip(names, cfg.corpora)}
     instruction = _instruction(cfg)
-    base_figs = _check_base_result(cfg.base_result, cfg, names, instruction) if cfg.base_result else None
     model, base_loader, desc = _load(cfg)
+    record = provenance(cfg.seed, base=desc["base"])
+    base_sha = (record.get("base_weights") or {}).get("sha256")
+    base_figs = _check_base_result(cfg.base_result, cfg, names, instruction, base_sha) if cfg.base_result else None
     backbone = unwrap_backbone(model)
     prefix_ids = backbone.tokenizer(instruction, add_special_tokens=False)["input_ids"] if instruction else []
     if cfg.seq_len + len(prefix_ids) > max_positions(backbone):
@@ -229,7 +238,7 @@ def run_forgetting(cfg: ForgettingConfig) -> dict[str, Any]:
     result: dict[str, Any] = {"model": desc, "instruction": cfg.instruction, "instruction_text": instruction,
                               "instruction_tokens": len(prefix_ids), "corpora": corpora,
                               "corpus_paths": dict(zip(names, cfg.corpora)), "config": to_dict(cfg),
-                              **provenance(cfg.seed, base=desc["base"])}
+                              **record}
     if base_figs is not None:
         result["base"] = {n: base_figs[n] for n in names}
         result["change"] = {n: {k: change(corpora[n][k], base_figs[n][k]) for k in METRICS} for n in names}
