@@ -64,3 +64,22 @@ def test_resolved_method_options_are_compared_not_the_overrides():
     # a record without the resolved options (a finished run's result.json) compares the overrides
     bare = {k: v for k, v in implicit.items() if k != "method_config"}
     assert config_diff(bare, explicit, defaults=defaults) == ["method_options"]
+
+
+def test_base_weights_summary_names_each_case(tmp_path):
+    import json
+
+    from lora_diffusion.runs import base_weights_summary
+
+    def run(name, sha):
+        d = tmp_path / name
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({"base_weights": {"sha256": sha} if sha else None}))
+
+    run("a/full/seed-42", "a" * 64)
+    assert base_weights_summary(tmp_path).endswith(f"`{'a' * 12}` (1 runs).")
+    run("a/lora/seed-42", None)
+    line = base_weights_summary(tmp_path)
+    assert "not recorded (1 runs" in line and "lora_diffusion.reproduction" in line
+    run("b/full/seed-42", "b" * 64)
+    assert base_weights_summary(tmp_path).endswith("compare runs made on one base only.")

@@ -208,4 +208,9 @@ def base_weights_summary(study_dir: str | Path) -> str:
     if counts.get(None):
         parts.append(f"not recorded ({counts[None]} runs, made before runs recorded their base's digest)")
     line = "Base weights (SHA-256 of the base's weight files, `base_weights` in each result.json): " + "; ".join(parts)
-    return line + (". More than one: compare runs made on one base only." if len(counts) > 1 else ".")
+    if len([k for k in counts if k]) > 1:
+        return line + ". More than one: compare runs made on one base only."
+    if len(counts) > 1:  # one digest and runs without one
+        return line + (". A run without a digest may have been made on another base: compare it with the others "
+                       "only where re-runs of its cells reproduce it (`python -m lora_diffusion.reproduction`).")
+    return line + "."
