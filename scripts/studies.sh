@@ -29,10 +29,13 @@ QUEUE=(
   "speed|shared|#16|ROUNDS=3 bash reports/generation-speed/run.sh $BASE $DATA"
   "bf16|shared|#13|${LD[*]} study --config reports/quality/bf16-check/study.yaml --base $BASE --data-root $DATA --quiet --grid train.mixed_precision=no,bf16"
   "tasks|shared|#10|${LD[*]} study --config reports/tasks/study.yaml --base $BASE --data-root $DATA --output-dir reports/tasks/runs --quiet"
+  "forgetting|single|#14|bash reports/forgetting/run.sh $BASE $DATA 256"
+  "analysis|single|#14|bash reports/analysis/run.sh $BASE $DATA 64"
   "composition|shared|#12|bash reports/composition/run.sh $BASE $DATA 1000"
   "variants|shared|#13|${LD[*]} study --config reports/quality/variants.yaml --base $BASE --data-root $DATA --quiet --grid method_options.preset=paper,lean,mix,deep,deep-all,side,side2"
   "ablations|shared|#14|bash reports/ablations/run.sh $BASE $DATA"
   "scaling|single|#14|bash reports/analysis/scaling.sh $BASE $DATA"
+  "quality|shared|#13|${LD[*]} study --config reports/quality/study.yaml --base $BASE --data-root $DATA --quiet"
 )
 
 item() { local IFS='|'; read -r name mode issue cmd <<< "$1"; }
