@@ -176,5 +176,14 @@ def test_combined_table_over_results(setup, capsys):
     assert "| wiki.txt | trajectory (sst2) | empty |" in text and "| wiki.txt | lora (sst2) | empty |" in text
     assert text.count("| wiki.txt | base |") == 1  # the same base figures are shown once
     assert "+0.0% |" in text
+    # base figures equal as shown (a re-measurement differing in the 10th digit) are one row
+    again = _figs(root / "f-lora0" / "forgetting.json")
+    for figs in again["base"].values():
+        figs["nelbo_per_token"] += 1e-10
+    (root / "f-again").mkdir(exist_ok=True)
+    (root / "f-again" / "forgetting.json").write_text(json.dumps(again))
+    assert main(["forgetting-table", "--result", str(root / "f-trained"), "--result", str(root / "f-lora0"),
+                 "--result", str(root / "f-again"), "--output", str(root / "t3.md")]) == 0
+    assert (root / "t3.md").read_text().count("| wiki.txt | base |") == 1
     assert main(["forgetting-table", "--result", str(root / "f-base"), "--output", str(root / "t2.md")]) == 2
     assert "holds no base figures" in capsys.readouterr().err

@@ -287,20 +287,21 @@ def combined_table(results: list[dict[str, Any]], paths: list[str]) -> list[str]
     lines = ["| corpus | model | instruction | NELBO / token | PPL bound | change | acc@15 | change | acc@50 | change "
              "| acc@90 | change |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in corpora:
-        shown_bases: list[dict[str, Any]] = []
+        groups: dict[str, list[str]] = {}  # a base's row (as shown) -> the rows measured against it
         for r, p in zip(results, paths):
             if name not in r["corpora"]:
                 raise ConfigError(f"{p}: no figures for corpus {name!r}")
             b, m = r["base"][name], r["model"]
             instr = f"`{r['instruction_text']}`" if r["instruction_text"] else "empty"
-            if b not in shown_bases:
-                shown_bases.append(b)
-                lines.append(f"| {name} | base | {instr} | {b['nelbo_per_token']:.4g} | {b['ppl_bound']:.4g} | | "
-                             + " | ".join(f"{100 * b[k]:.2f} | " for k in METRICS[2:]) + "|")
+            base_line = (f"| {name} | base | {instr} | {b['nelbo_per_token']:.4g} | {b['ppl_bound']:.4g} | | "
+                         + " | ".join(f"{100 * b[k]:.2f} | " for k in METRICS[2:]) + "|")
             c = r["change"][name]
             figs = r["corpora"][name]
             label = f"{m['method']} ({m.get('task') or 'adapter'})"
             accs = " | ".join(f"{100 * figs[k]:.2f} | {100 * c[k]['absolute']:+.2f} pts" for k in METRICS[2:])
-            lines.append(f"| {name} | {label} | {instr} | {figs['nelbo_per_token']:.4g} | {figs['ppl_bound']:.4g} | "
-                         f"{100 * c['ppl_bound']['relative']:+.1f}% | {accs} |")
+            groups.setdefault(base_line, []).append(
+                f"| {name} | {label} | {instr} | {figs['nelbo_per_token']:.4g} | {figs['ppl_bound']:.4g} | "
+                f"{100 * c['ppl_bound']['relative']:+.1f}% | {accs} |")
+        for base_line, rows in groups.items():  # each base's row once (equal as shown), its models after it
+            lines += [base_line, *rows]
     return lines
