@@ -41,9 +41,7 @@ def _first_loss(run: Path) -> tuple[int, float] | None:
     path = run / "training_history.json"
     if not path.is_file():
         return None
-    history = json.loads(path.read_text())
-    rows = history if isinstance(history, list) else history.get("history", [])
-    rows = [r for r in rows if "loss" in r and "step" in r]
+    rows = [r for r in json.loads(path.read_text()) if "loss" in r and "step" in r]  # the trainer's list
     return (int(rows[0]["step"]), float(rows[0]["loss"])) if rows else None
 
 
