@@ -38,6 +38,7 @@ def test_tiny_grid_runs_is_idempotent_and_reports(tmp_path):
     assert "(n=2)" in report and "2 seeds, no test" in report
     numbers = json.loads((tmp_path / "rep" / "grid_report.json").read_text())
     assert set(numbers["results"]["sst2/bitfit"]) == {"max_train_rows=0", "max_train_rows=20"}
+    assert (tmp_path / "rep" / "grid.png").stat().st_size > 0 and "grid.png" in report
 
 
 def test_grid_points_default_added_and_method_defaults_recognised():
@@ -102,3 +103,23 @@ def test_summary_cell_of_one_seed_has_no_sd():
         "b": {"summary": {"n": 1, "mean": 51.0, "sd": float("nan")}, "difference": -19.0, "verdict": "one seed"}}}}
     rows = summary_table({"encoder": rep})[2:]
     assert "| 70.00 +- 1.00 (n=2) |" in rows[0] and "| 51.00 (n=1) | -19.00 |" in rows[1] and "nan" not in rows[1]
+
+
+def test_grid_series_orders_points_labels_values_and_draws(tmp_path):
+    from lora_diffusion.plots import grid_series, plot_grid
+    from lora_diffusion.stats import summarize
+
+    points = [{"slug": "k=1", "overrides": {"k": 1}, "default": True},
+              {"slug": "k=2", "overrides": {"k": 2}, "default": False},
+              {"slug": "k=4", "overrides": {"k": 4}, "default": False}]
+    numbers = {"sst2/trajectory": {
+        "k=4": {"scores": {1: 70.0}, "summary": summarize([70.0])},
+        "k=1": {"scores": {1: 80.0, 2: 82.0, 3: 84.0}, "summary": summarize([80.0, 82.0, 84.0])}}}
+    rows = grid_series(points, numbers)["sst2/trajectory"]
+    assert [r["label"] for r in rows] == ["1 (default)", "4"]  # grid order; k=2 never ran
+    assert rows[0]["mean"] == 82.0 and rows[0]["n"] == 3
+    # t(0.975, 2) = 4.303; sd 2 / sqrt(3): half-width 4.968
+    assert abs(rows[0]["high"] - 82.0 - 4.303 * 2 / 3 ** 0.5) < 1e-2 and rows[0]["low"] < 82.0
+    assert rows[1]["low"] == rows[1]["high"] == 70.0  # one seed: no interval, not NaN
+    path = plot_grid(points, numbers, tmp_path / "g.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -46,6 +46,55 @@ def plot_spectra(result: dict, output: str | Path) -> Path:
     return _save(fig, output)
 
 
+def grid_series(points: list[dict], numbers: dict[str, dict]) -> dict[str, list[dict]]:
+    """Per cell (``task/method``), the grid points in grid order as plot rows: label (the value,
+    without the key when the grid has one key), mean, 95% CI bounds, n, the seeds' scores and
+    whether it is the default. ``numbers`` is ``report_grid.grid_tables``' second output."""
+    keys = {k for p in points for k in p["overrides"]}
+    out: dict[str, list[dict]] = {}
+    for cell, rows in numbers.items():
+        series = []
+        for p in points:
+            if p["slug"] not in rows:
+                continue
+            r, s = rows[p["slug"]], rows[p["slug"]]["summary"]
+            label = p["slug"].split("=", 1)[1] if len(keys) == 1 and "=" in p["slug"] else p["slug"]
+            series.append({"label": label + (" (default)" if p["default"] else ""), "mean": s["mean"],
+                           "low": _or(s.get("ci95_low"), s["mean"]), "high": _or(s.get("ci95_high"), s["mean"]),
+                           "n": s["n"], "scores": list(r["scores"].values()), "default": p["default"]})
+        out[cell] = series
+    return out
+
+
+def _or(value, fallback: float) -> float:
+    """``value`` unless it is missing or NaN (one seed has no interval)."""
+    return fallback if value is None or value != value else value
+
+
+def plot_grid(points: list[dict], numbers: dict[str, dict], output: str | Path, title: str = "") -> Path:
+    """Each grid point's mean primary metric with its t-based 95% CI over seeds (bars) and every
+    seed's score (dots), one line per (task, method) cell, points in grid order."""
+    series = grid_series(points, numbers)
+    labels = [row["label"] for rows in series.values() for row in rows]
+    labels = list(dict.fromkeys(labels))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(labels) + 2), 4), dpi=120)
+    width = 0.6 / max(len(series), 1)
+    for i, (cell, rows) in enumerate(sorted(series.items())):
+        xs = [labels.index(r["label"]) + (i - (len(series) - 1) / 2) * width for r in rows]
+        means = [r["mean"] for r in rows]
+        err = [[r["mean"] - r["low"] for r in rows], [r["high"] - r["mean"] for r in rows]]
+        line = ax.errorbar(xs, means, yerr=err, fmt="o--", linewidth=0.8, capsize=3, label=cell)
+        for x, r in zip(xs, rows):
+            ax.scatter([x] * len(r["scores"]), r["scores"], s=8, alpha=0.5, color=line[0].get_color())
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=20, ha="right")
+    ax.set_ylabel("primary metric (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{title or 'grid study'}: mean, 95% CI over seeds, seeds as dots", fontsize=10)
+    return _save(fig, output)
+
+
 def _save(fig, output: str | Path) -> Path:
     fig.tight_layout()
     output = Path(output)

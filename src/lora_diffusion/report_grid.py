@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .plots import plot_grid
 from .report_tasks import primary
 from .runs import base_weights_summary
 from .stats import ALPHA, compare_paired, summarize
@@ -131,6 +132,8 @@ def write_grid_report(study_dir: str | Path, out_dir: str | Path, command: str =
              "paired t-test (Wilcoxon when the differences are not normal), Bonferroni over the non-default points; "
              f"'{NOISE}' when p_adj >= {ALPHA} (or, with 2 seeds, when the 95% CIs overlap).", *lines]
     atomic_write_json(out / "grid_report.json", {"grid": grid, "points": points, "results": numbers})
+    plot_grid(points, numbers, out / "grid.png", title=" x ".join(grid) or Path(study_dir).name)
+    text += ["", "Figure: `grid.png` (each point's mean and 95% CI over seeds, every seed as a dot)."]
     return atomic_write_text(out / "report.md", "\n".join(text) + "\n")
 
 
