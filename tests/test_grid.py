@@ -39,6 +39,9 @@ def test_tiny_grid_runs_is_idempotent_and_reports(tmp_path):
     numbers = json.loads((tmp_path / "rep" / "grid_report.json").read_text())
     assert set(numbers["results"]["sst2/bitfit"]) == {"max_train_rows=0", "max_train_rows=20"}
     assert (tmp_path / "rep" / "grid.png").stat().st_size > 0 and "grid.png" in report
+    bitfit = numbers["results"]["sst2/bitfit"]["max_train_rows=20"]["cost"]
+    assert len(bitfit["trainable"]) == 2 and bitfit["trainable"][0] > 0 and len(bitfit["step_s"]) == 2
+    assert f"| {int(bitfit['trainable'][0]):,} (" in report  # the size column, from the runs' accounting
 
 
 def test_grid_points_default_added_and_method_defaults_recognised():

@@ -41,11 +41,14 @@ def score(result: dict[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
-def collect_grid(study_dir: str | Path) -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, dict[int, float]]]]:
-    """(points, {(task, method): {point slug: {seed: score}}})."""
+def collect_grid(study_dir: str | Path) -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, dict[int, float]]],
+                                                dict[tuple[str, str], dict[str, dict[str, list[float]]]]]:
+    """(points, {(task, method): {point slug: {seed: score}}}, costs): costs has, per cell and
+    point, the runs' trainable parameters, % of the base and median train-step seconds."""
     root = Path(study_dir)
     manifest = json.loads((root / GRID_FILE).read_text())
     data: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
+    costs: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
     for point in manifest["points"]:
         for path in sorted((root / point["slug"]).rglob("seed-*/result.json")):
             if "lr-search" in path.relative_to(root).parts:  # the rate search's runs: not the point's results
@@ -56,9 +59,31 @@ def collect_grid(study_dir: str | Path) -> tuple[list[dict[str, Any]], dict[tupl
                 continue
             key = (r["config"].get("task", ""), path.parent.parent.name)  # a labelled variant by its directory
             data.setdefault(key, {}).setdefault(point["slug"], {})[int(r["config"]["train"]["seed"])] = value
+            summary = r.get("summary") or {}
+            acc = summary.get("accounting") or {}
+            cost = costs.setdefault(key, {}).setdefault(point["slug"], {"trainable": [], "percent": [], "step_s": []})
+            for name, v in (("trainable", acc.get("trainable_parameters", summary.get("trainable_parameters"))),
+                            ("percent", acc.get("percent_of_base")),
+                            ("step_s", summary.get("median_time_per_step_s", summary.get("mean_time_per_step_s")))):
+                if v is not None:
+                    cost[name].append(float(v))
     if not data:
         raise FileNotFoundError(f"no finished runs (<point>/<method>/seed-*/result.json) under {study_dir}")
-    return manifest["points"], data
+    return manifest["points"], data, costs
+
+
+def _cost(c: dict[str, list[float]] | None) -> tuple[str, str]:
+    """('1,030,098 (4.53%)', '0.275'): the point's trainable size and median train-step seconds."""
+    if not c:
+        return "-", "-"
+    size = "-"
+    if c["trainable"]:
+        lo, hi = int(min(c["trainable"])), int(max(c["trainable"]))
+        size = f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
+        if c["percent"]:
+            size += f" ({min(c['percent']):.2f}%)"
+    step = f"{sorted(c['step_s'])[len(c['step_s']) // 2]:.3f}" if c["step_s"] else "-"
+    return size, step
 
 
 def verdict(mine: dict[int, float], ref: dict[int, float], comparisons: int) -> dict[str, Any]:
@@ -89,39 +114,42 @@ def _cell(values: list[float]) -> str:
     return f"{s['mean']:.2f} +- {s['sd']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}] (n={s['n']})"
 
 
-def grid_tables(points: list[dict[str, Any]], data) -> tuple[list[str], dict[str, Any]]:
+def grid_tables(points: list[dict[str, Any]], data, costs=None) -> tuple[list[str], dict[str, Any]]:
     default = next(p["slug"] for p in points if p["default"])
     lines: list[str] = []
     numbers: dict[str, Any] = {}
     for (task, method), runs in sorted(data.items()):
         others = [p for p in points if not p["default"] and p["slug"] in runs]
         lines += ["", f"### {task} / {method}" if task else f"### {method}", "",
-                  "| grid point | primary metric (%) mean +- sd [95% CI] | diff vs default (paired) | verdict |",
-                  "|---|---|---:|---|"]
+                  "| grid point | primary metric (%) mean +- sd [95% CI] | diff vs default (paired) | verdict "
+                  "| trainable (% of base) | step (s) |",
+                  "|---|---|---:|---|---:|---:|"]
         rows = {}
         for p in points:
             if p["slug"] not in runs:
-                lines.append(f"| {p['slug']}{' **(default)**' if p['default'] else ''} | (no finished run) | | |")
+                lines.append(f"| {p['slug']}{' **(default)**' if p['default'] else ''} | (no finished run) | | | | |")
                 continue
             vals = runs[p["slug"]]
+            cost = ((costs or {}).get((task, method)) or {}).get(p["slug"])
+            size, step = _cost(cost)
             if p["default"]:
                 v = {"verdict": "reference"}
-                lines.append(f"| {p['slug']} **(default)** | {_cell(list(vals.values()))} | | reference |")
+                lines.append(f"| {p['slug']} **(default)** | {_cell(list(vals.values()))} | | reference | {size} | {step} |")
             else:
                 v = verdict(vals, runs.get(default, {}), max(len(others), 1))
                 diff = f"{v['difference']:+.2f}" if v["difference"] is not None else "-"
-                lines.append(f"| {p['slug']} | {_cell(list(vals.values()))} | {diff} | {v['verdict']} |")
+                lines.append(f"| {p['slug']} | {_cell(list(vals.values()))} | {diff} | {v['verdict']} | {size} | {step} |")
             rows[p["slug"]] = {"overrides": p["overrides"], "default": p["default"], "scores": vals,
-                               "summary": summarize(list(vals.values())), **v}
+                               "summary": summarize(list(vals.values())), **v, "cost": cost or {}}
         numbers[f"{task}/{method}" if task else method] = rows
     return lines, numbers
 
 
 def write_grid_report(study_dir: str | Path, out_dir: str | Path, command: str = "") -> Path:
-    points, data = collect_grid(study_dir)
+    points, data, costs = collect_grid(study_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lines, numbers = grid_tables(points, data)
+    lines, numbers = grid_tables(points, data, costs)
     grid = json.loads((Path(study_dir) / GRID_FILE).read_text())["grid"]
     text = [f"# Grid study: {len(points)} points", "", f"Study: `{study_dir}`"]
     if command:
@@ -130,7 +158,9 @@ def write_grid_report(study_dir: str | Path, out_dir: str | Path, command: str =
     text += ["", "Grid: " + ", ".join(f"`{k}` in {v}" for k, v in grid.items()) + ". The default point is the "
              "study's own settings. Differences are paired over the seeds both points have; with >= 3 seeds a "
              "paired t-test (Wilcoxon when the differences are not normal), Bonferroni over the non-default points; "
-             f"'{NOISE}' when p_adj >= {ALPHA} (or, with 2 seeds, when the 95% CIs overlap).", *lines]
+             f"'{NOISE}' when p_adj >= {ALPHA} (or, with 2 seeds, when the 95% CIs overlap). Trainable: the "
+             "runs' own accounting; step: the median over seeds of each run's median train-step seconds, as "
+             "recorded on whatever shared the machine (compare within one study, not across machines).", *lines]
     atomic_write_json(out / "grid_report.json", {"grid": grid, "points": points, "results": numbers})
     plot_grid(points, numbers, out / "grid.png", title=" x ".join(grid) or Path(study_dir).name)
     text += ["", "Figure: `grid.png` (each point's mean and 95% CI over seeds, every seed as a dot)."]
@@ -141,8 +171,9 @@ def summary_table(reports: dict[str, dict[str, Any]]) -> list[str]:
     """One markdown table over several grid reports (``{factor: grid_report.json contents}``):
     per factor, (task, method) and point, the mean +- sd over seeds, the paired difference
     from that factor's default point, p_adj and the verdict."""
-    lines = ["| factor | task / method | point | mean +- sd (n) | diff vs default | p_adj | verdict |",
-             "|---|---|---|---|---:|---:|---|"]
+    lines = ["| factor | task / method | point | mean +- sd (n) | diff vs default | p_adj | verdict "
+             "| trainable (% of base) | step (s) |",
+             "|---|---|---|---|---:|---:|---|---:|---:|"]
     for factor, rep in reports.items():
         for cell, points in rep["results"].items():
             for slug, p in points.items():
@@ -152,7 +183,9 @@ def summary_table(reports: dict[str, dict[str, Any]]) -> list[str]:
                 diff = "" if p.get("default") else (f"{p['difference']:+.2f}" if p.get("difference") is not None else "-")
                 padj = "" if p.get("p_bonferroni") is None else f"{p['p_bonferroni']:.3g}"
                 name = f"{slug} **(default)**" if p.get("default") else slug
-                lines.append(f"| {factor} | {cell} | {name} | {mean} | {diff} | {padj} | {p.get('verdict', '')} |")
+                size, step = _cost(p.get("cost"))
+                lines.append(f"| {factor} | {cell} | {name} | {mean} | {diff} | {padj} | {p.get('verdict', '')} "
+                             f"| {size} | {step} |")
     return lines
 
 
