@@ -35,8 +35,8 @@ QUEUE=(
   "ablations|shared|#14|bash reports/ablations/run.sh $BASE $DATA"
   "scaling|single|#14|bash reports/analysis/scaling.sh $BASE $DATA"
   "variants|shared|#13|${LD[*]} study --config reports/quality/variants.yaml --base $BASE --data-root $DATA --quiet --grid method_options.preset=paper,lean,mix,deep,deep-all,side,side2"
-  "deep-all-tasks|shared|#10 #13|${LD[*]} study --config reports/tasks/study.yaml --base $BASE --data-root $DATA --output-dir reports/tasks/runs --quiet --methods trajectory@deep-all --tasks commongen,squad,xsum,wmt14_en_de,gsm8k,stsb --seeds 42 --set 'method_lr={trajectory@deep-all: 1.0e-3}' --set 'method_options={trajectory@deep-all: {preset: deep-all}}'"
   "quality|shared|#13|${LD[*]} study --config reports/quality/study.yaml --base $BASE --data-root $DATA --quiet"
+  "deep-all-tasks|shared|#10 #13|${LD[*]} study --config reports/tasks/study.yaml --base $BASE --data-root $DATA --output-dir reports/tasks/runs --quiet --methods trajectory@deep-all --tasks commongen,squad,xsum,wmt14_en_de,gsm8k,stsb --seeds 42 --set 'method_lr={trajectory@deep-all: 1.0e-3}' --set 'method_options={trajectory@deep-all: {preset: deep-all}}'"
 )
 
 item() { local IFS='|'; read -r name mode issue cmd <<< "$1"; }
