@@ -71,3 +71,11 @@ def test_analyze_rank_cli_on_a_data_file(tmp_path, capsys):
                  "--max-rows", "4", "--output-dir", str(tmp_path / "rank-rows")]) == 0
     assert main(["analyze-rank", "--adapter", str(tmp_path / "adapter"), "--data-file", str(f), "--task", "sst2",
                  "--output-dir", str(tmp_path / "r2")]) == 2
+    # --over factors: no data; the saved modules' spectra equal the in-memory model's
+    from lora_diffusion.analysis import factor_spectra
+
+    assert main(["analyze-rank", "--adapter", str(tmp_path / "adapter"), "--over", "factors",
+                 "--output-dir", str(tmp_path / "fac")]) == 0
+    saved = json.loads((tmp_path / "fac" / "factors.json").read_text())
+    assert saved == json.loads(json.dumps(factor_spectra(model)))
+    assert [saved[f"{p}/0"]["rank"] for p in ("early", "mid", "late")] == [8, 4, 2]  # random factors: full rank

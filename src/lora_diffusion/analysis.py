@@ -143,3 +143,29 @@ def analyze_rank_steps(model: TrajectoryModel, data, batch_size: int = 32, seed:
             "singular_values": spectra.mean(0).tolist(),
         }
     return result
+
+
+@torch.no_grad()
+def factor_spectra(model: TrajectoryModel, atol: float = 1e-3) -> dict[str, Any]:
+    """The trained low-rank modules themselves, no data: for module i of each bank, its linear
+    map M_i = W_A^(i) W_B^(i) (D x (D + time_dim); W_A (D, r), W_B (r, D + time_dim)), with
+    singular values s_1 >= ... : {"<bank>/<i>": {nominal_rank r, nuclear_w_a = ||W_A||_*,
+    nuclear_w_b, nuclear = ||M_i||_*, rank = #{s_j > atol} (absolute, so a module the rank
+    penalty shrank to zero has rank 0), effective_rank = exp-entropy of s (Eq. 28's measure on
+    M_i), singular_values (s, descending)}}. Banks: the phases (or "shared"), then the deep sites."""
+    adapter = model.adapter
+    banks = list(adapter.all_factors())
+    names = ["shared"] if len(adapter.banks) == 1 else list(PHASES[:len(adapter.banks)])
+    names += [f"deep-site-{j}" for j in range(len(banks) - len(names))]
+    out: dict[str, Any] = {}
+    for name, factors in zip(names, banks):
+        for i, (w_a, w_b) in enumerate(factors):
+            s = torch.linalg.svdvals(w_a.double() @ w_b.double())
+            out[f"{name}/{i}"] = {
+                "nominal_rank": int(w_a.shape[-1]),
+                "nuclear_w_a": float(torch.linalg.svdvals(w_a.double()).sum()),
+                "nuclear_w_b": float(torch.linalg.svdvals(w_b.double()).sum()),
+                "nuclear": float(s.sum()), "rank": int((s > atol).sum()), "atol": atol,
+                "effective_rank": effective_rank(s), "singular_values": s[: w_a.shape[-1]].tolist(),
+            }
+    return out

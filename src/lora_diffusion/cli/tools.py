@@ -20,9 +20,10 @@ def _rank_parser(sub) -> None:
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--data-file", default="", help="a labelled JSONL / CSV / TSV file (prompt/response fields)")
     p.add_argument("--split", default="")
-    p.add_argument("--over", choices=["steps", "rows"], default="steps",
+    p.add_argument("--over", choices=["steps", "rows", "factors"], default="steps",
                    help="steps (default; Eq. 28: the deltas over the steps of each phase, per example and "
-                        "position) or rows (one delta per example and position, stacked over the data set)")
+                        "position), rows (one delta per example and position, stacked over the data set) or "
+                        "factors (no data: the spectra of each trained module W_A W_B, factors.json)")
     p.add_argument("--max-rows", type=int, default=512)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -110,6 +111,15 @@ def cmd_analyze_rank(args: argparse.Namespace) -> int:
     if meta["method"] != "trajectory":
         raise ValueError(f"analyze-rank needs a trajectory adapter; {args.adapter} holds {meta['method']!r}")
     pipe = pipeline_for(args.adapter, args.base or "")
+    if args.over == "factors":
+        from ..analysis import factor_spectra
+
+        modules = factor_spectra(pipe.model)
+        atomic_write_json(Path(args.output_dir) / "factors.json", modules)
+        for name, m in modules.items():
+            print(f"{name:>14}: rank {m['rank']:>3} of {m['nominal_rank']} (s > {m['atol']:g}), effective rank "
+                  f"{m['effective_rank']:.2f}, ||W_A W_B||_* {m['nuclear']:.3f}")
+        return 0
     data = _rank_data(args, pipe)
     if args.over == "steps":
         result = analyze_rank_steps(pipe.model, data, max_rows=args.max_rows, seed=args.seed)
