@@ -44,4 +44,11 @@ def test_factor_spectra_against_hand_built_modules():
     # p = (0.6, 0.4): r_eff = exp(-(0.6 ln 0.6 + 0.4 ln 0.4))
     assert m0["effective_rank"] == pytest.approx(math.exp(-(0.6 * math.log(0.6) + 0.4 * math.log(0.4))))
     assert m1["rank"] == 0 and m1["nuclear"] == 0.0 and m1["effective_rank"] == 0.0
+    assert m0["orth"] == m1["orth"] == 0.0  # module 1's W_A is zero
+    with torch.no_grad():  # W_A^(1) = e_0 (one column): W_A^(0)T W_A^(1) has the single entry 3
+        bank.up[1, 0, 0] = 1.0
+    out = factor_spectra(model)
+    assert out["early/0"]["orth"] == pytest.approx(9.0) and out["early/1"]["orth"] == pytest.approx(9.0)
+    total = model.adapter.regularizers()["orth"].item()  # the training regulariser R_orth
+    assert sum(m["orth"] for m in out.values()) == pytest.approx(total, rel=1e-5)
     assert out["late/0"]["nominal_rank"] == 2 and D > 4 and d_in > D

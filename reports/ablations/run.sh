@@ -26,12 +26,14 @@ study encoder --grid 'method_options.encoder=trunk,separate'
 study steps --grid 'diffusion_steps=20,500'  # the default point: the base's T = 100
 study schedule --grid 'diffusion_schedule=cosine,loglinear'  # default: the base's linear
 fi
-if [ "$PART" != data-efficiency ]; then  # what lambda_rank did to the modules (seed 42's adapters; no data)
-  for d in "$OUT"/lambda_rank/*/trajectory/seed-42/adapter; do
-    [ -f "$d/adapter_config.json" ] || continue
-    point=$(basename "$(dirname "$(dirname "$(dirname "$d")")")")
-    $LD analyze-rank --over factors --adapter "$d" --base "$BASE" \
-      --output-dir "reports/ablations/lambda_rank/factors/$point" > /dev/null
+if [ "$PART" != data-efficiency ]; then  # what the penalties did to the modules (seed 42's adapters; no data)
+  for factor in lambda_rank lambda_orth; do
+    for d in "$OUT"/$factor/*/trajectory/seed-42/adapter; do
+      [ -f "$d/adapter_config.json" ] || continue
+      point=$(basename "$(dirname "$(dirname "$(dirname "$d")")")")
+      $LD analyze-rank --over factors --adapter "$d" --base "$BASE" \
+        --output-dir "reports/ablations/$factor/factors/$point" > /dev/null
+    done
   done
 fi
 [ "$PART" != factors ] && $LD study --config reports/ablations/data_efficiency.yaml --base "$BASE" --data-root "$DATA" \

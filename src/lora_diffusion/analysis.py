@@ -152,7 +152,9 @@ def factor_spectra(model: TrajectoryModel, atol: float = 1e-3) -> dict[str, Any]
     singular values s_1 >= ... : {"<bank>/<i>": {nominal_rank r, nuclear_w_a = ||W_A||_*,
     nuclear_w_b, nuclear = ||M_i||_*, rank = #{s_j > atol} (absolute, so a module the rank
     penalty shrank to zero has rank 0), effective_rank = exp-entropy of s (Eq. 28's measure on
-    M_i), singular_values (s, descending)}}. Banks: the phases (or "shared"), then the deep sites."""
+    M_i), orth = sum_{j != i} ||W_A^(i)T W_A^(j)||_F^2 (its share of the bank's R_orth, over
+    ordered pairs), singular_values (s, descending)}}. Banks: the phases (or "shared"), then the
+    deep sites."""
     adapter = model.adapter
     banks = list(adapter.all_factors())
     names = ["shared"] if len(adapter.banks) == 1 else list(PHASES[:len(adapter.banks)])
@@ -161,11 +163,13 @@ def factor_spectra(model: TrajectoryModel, atol: float = 1e-3) -> dict[str, Any]
     for name, factors in zip(names, banks):
         for i, (w_a, w_b) in enumerate(factors):
             s = torch.linalg.svdvals(w_a.double() @ w_b.double())
+            orth = sum(float((w_a.double().t() @ other.double()).square().sum())
+                       for j, (other, _) in enumerate(factors) if j != i)
             out[f"{name}/{i}"] = {
                 "nominal_rank": int(w_a.shape[-1]),
                 "nuclear_w_a": float(torch.linalg.svdvals(w_a.double()).sum()),
                 "nuclear_w_b": float(torch.linalg.svdvals(w_b.double()).sum()),
                 "nuclear": float(s.sum()), "rank": int((s > atol).sum()), "atol": atol,
-                "effective_rank": effective_rank(s), "singular_values": s[: w_a.shape[-1]].tolist(),
+                "effective_rank": effective_rank(s), "orth": orth, "singular_values": s[: w_a.shape[-1]].tolist(),
             }
     return out
