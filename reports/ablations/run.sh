@@ -26,6 +26,10 @@ study encoder --grid 'method_options.encoder=trunk,separate'
 study steps --grid 'diffusion_steps=20,500'  # the default point: the base's T = 100
 study schedule --grid 'diffusion_schedule=cosine,loglinear'  # default: the base's linear
 fi
+if [ "$PART" != data-efficiency ]; then  # the modules on free text: lambda_rank 10 turns them off
+  $LD study --config reports/ablations/modules_off.yaml --base "$BASE" --data-root "$DATA" \
+    --output-dir "$OUT/modules_off" --quiet --grid 'method_options.lambda_rank=0.01,10'
+fi
 if [ "$PART" != data-efficiency ]; then  # what the penalties did to the modules (seed 42's adapters; no data)
   for factor in lambda_rank lambda_orth; do
     for d in "$OUT"/$factor/*/trajectory/seed-42/adapter; do
@@ -45,4 +49,4 @@ for d in "$OUT"/*/; do
     --study-command "bash reports/ablations/run.sh $BASE $DATA (factor $f)"
 done
 python -m lora_diffusion.report_grid reports/ablations/summary.md \
-  reports/ablations/{ranks,modules,lambda_rank,lambda_orth,banks,sigmas,encoder,steps,schedule,data_efficiency}
+  reports/ablations/{ranks,modules,lambda_rank,lambda_orth,banks,sigmas,encoder,steps,schedule,modules_off,data_efficiency}
