@@ -31,12 +31,13 @@ if [ "$PART" != data-efficiency ]; then  # the modules on free text: lambda_rank
     --output-dir "$OUT/modules_off" --quiet --grid 'method_options.lambda_rank=0.01,10'
 fi
 if [ "$PART" != data-efficiency ]; then  # what the penalties did to the modules (seed 42's adapters; no data)
-  for factor in lambda_rank lambda_orth; do
-    for d in "$OUT"/$factor/*/trajectory/seed-42/adapter; do
+  for factor in lambda_rank lambda_orth modules_off; do
+    for d in "$OUT"/$factor/*/trajectory*/seed-42/adapter; do
       [ -f "$d/adapter_config.json" ] || continue
+      method=$(basename "$(dirname "$(dirname "$d")")")
       point=$(basename "$(dirname "$(dirname "$(dirname "$d")")")")
       $LD analyze-rank --over factors --adapter "$d" --base "$BASE" \
-        --output-dir "reports/ablations/$factor/factors/$point" > /dev/null
+        --output-dir "reports/ablations/$factor/factors/$method/$point" > /dev/null
     done
   done
 fi
