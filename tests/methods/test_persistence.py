@@ -5,7 +5,7 @@ import torch
 
 from lora_diffusion.config import DiffusionConfig
 from lora_diffusion.hub import save_base
-from lora_diffusion.methods import TrajectoryConfig, apply_method
+from lora_diffusion.methods import TrajectoryConfig, apply_method, method_config
 from lora_diffusion.methods.persistence import (
     AdapterError,
     base_fingerprint,
@@ -80,3 +80,20 @@ def test_fingerprint_changes_with_weights_and_time_conditioning_matters_not():
         b.mlm.bert.encoder.layer[0].output.dense.bias.add_(1e-3)
     assert base_fingerprint(a)["weights_sha256"] != base_fingerprint(b)["weights_sha256"]
     assert tiny_backbone("bert", diffusion=DiffusionConfig(num_steps=10)).diffusion.num_steps == 10
+
+
+def test_building_a_lora_model_raises_no_deprecation_noise():
+    """peft reads transformers' deprecated ``is_gradient_checkpointing``: silenced, nothing else."""
+    import warnings
+
+    from lora_diffusion.methods.lora import quiet_peft
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        apply_method("lora", tiny_backbone("bert", seed=0), method_config("lora", {"rank": 4}))
+    assert not [w for w in seen if "is_gradient_checkpointing" in str(w.message)]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_peft():
+            warnings.warn("something else", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else"]

@@ -4,6 +4,8 @@ Saved in peft's own format as well (``PeftModel.from_pretrained`` loads it) and 
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,16 @@ class LoraMethodConfig:
         require(0 <= self.dropout < 1, "dropout", f"must lie in [0, 1), got {self.dropout}")
 
 
+@contextmanager
+def quiet_peft():
+    """peft (0.21) reads ``model.is_gradient_checkpointing``, which transformers 5 deprecates with
+    a FutureWarning on every LoRA model built: nothing the user can act on, so it is silenced here
+    (only that message; every other warning passes)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 class LoraModel(InBackboneMethod):
     method = "lora"
 
@@ -38,7 +50,8 @@ class LoraModel(InBackboneMethod):
         peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
                               target_modules=targets_for(LORA_TARGETS, backbone.mlm, "LoRA"))
         # injects LoRA layers into backbone.mlm in place and freezes everything else
-        object.__setattr__(self, "peft_model", get_peft_model(backbone.mlm, peft_cfg))
+        with quiet_peft():
+            object.__setattr__(self, "peft_model", get_peft_model(backbone.mlm, peft_cfg))
         for name, p in backbone.named_parameters():
             p.requires_grad_("lora_" in name)
         self.merged = False

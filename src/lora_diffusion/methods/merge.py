@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..backbone import DiffusionLM
+from .lora import quiet_peft
 from .registry import apply_method, method_config
 
 LORA_COMBINATIONS = ("linear", "cat", "ties", "dare_linear", "dare_ties", "svd", "ties_svd", "dare_linear_svd",
@@ -75,7 +76,8 @@ def peft_weighted(backbone: DiffusionLM, peft_dirs: dict[str, str | Path], weigh
     if combination not in LORA_COMBINATIONS:
         raise ValueError(f"unknown LoRA combination {combination!r}; choose from {LORA_COMBINATIONS}")
     names = list(peft_dirs)
-    model = PeftModel.from_pretrained(backbone.mlm, str(peft_dirs[names[0]]), adapter_name=names[0])
+    with quiet_peft():
+        model = PeftModel.from_pretrained(backbone.mlm, str(peft_dirs[names[0]]), adapter_name=names[0])
     for name in names[1:]:
         model.load_adapter(str(peft_dirs[name]), adapter_name=name)
     torch.manual_seed(seed)  # DARE's random drop
