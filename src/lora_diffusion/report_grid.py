@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from .plots import plot_grid
-from .report_tasks import primary
+from .report_tasks import primary, trainable_cell
 from .runs import base_weights_summary
 from .stats import ALPHA, compare_paired, summarize
 from .utils.io import atomic_write_json, atomic_write_text
@@ -76,14 +77,8 @@ def _cost(c: dict[str, list[float]] | None) -> tuple[str, str]:
     """('1,030,098 (4.53%)', '0.275'): the point's trainable size and median train-step seconds."""
     if not c:
         return "-", "-"
-    size = "-"
-    if c["trainable"]:
-        lo, hi = int(min(c["trainable"])), int(max(c["trainable"]))
-        size = f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
-        if c["percent"]:
-            size += f" ({min(c['percent']):.2f}%)"
-    step = f"{sorted(c['step_s'])[len(c['step_s']) // 2]:.3f}" if c["step_s"] else "-"
-    return size, step
+    accounts = [{"trainable_parameters": int(t), "percent_of_base": pct} for t, pct in zip(c["trainable"], c["percent"])]
+    return trainable_cell(accounts), f"{median(c['step_s']):.3f}" if c["step_s"] else "-"
 
 
 def verdict(mine: dict[int, float], ref: dict[int, float], comparisons: int) -> dict[str, Any]:
