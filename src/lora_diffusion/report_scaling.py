@@ -4,6 +4,9 @@ Reads ``<runs>/L<n>/<method>/seed-<s>/result.json`` (one single-task study per b
 layers, the same task and budget) and writes ``scaling.md`` and ``scaling.png``: per size the
 base's parameter count, each method's primary metric on the reported split (mean +- sd over
 seeds) and its gap to full fine-tuning in points (paired over the common seeds, mean +- sd).
+Beside each size, the base's own quality: the NELBO perplexity bound on the pretraining corpus's
+validation chunks, read from ``pretrain_summary.json`` in the base directory the runs record
+(``-`` where a base has none, e.g. a hub checkpoint).
 
     python -m lora_diffusion.report_scaling RUNS OUT [--command "..."]
 """
@@ -11,6 +14,7 @@ seeds) and its gap to full fine-tuning in points (paired over the common seeds, 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -41,10 +45,20 @@ def gaps(runs: dict[str, dict[int, dict[str, Any]]], method: str) -> list[float]
     return [mine[s] - ref[s] for s in sorted(set(mine) & set(ref))]
 
 
+def base_bound(result: dict[str, Any]) -> str:
+    """The base's NELBO perplexity bound after its pretraining, from the run's recorded base dir."""
+    path = Path(str(result["config"].get("base", ""))) / "pretrain_summary.json"
+    try:
+        final = json.loads(path.read_text())["validation"]["final"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "-"
+    return f"{final['ppl_bound']:.0f}"
+
+
 def table(sizes) -> list[str]:
     methods = _methods({L: runs for L, runs in sizes.items()})
     others = [m for m in methods if m != REFERENCE]
-    head = ["layers", "base parameters", *[f"{m}" for m in methods], *[f"{m} - full" for m in others]]
+    head = ["layers", "base parameters", "base ppl bound", *[f"{m}" for m in methods], *[f"{m} - full" for m in others]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for L, runs in sizes.items():
         first = next(iter(next(iter(runs.values())).values()))
@@ -54,7 +68,7 @@ def table(sizes) -> list[str]:
             g = gaps(runs, m)
             s = summarize(g) if g else None
             cells.append("-" if s is None else f"{s['mean']:+.1f}" + (f" +- {s['sd']:.1f}" if s["n"] > 1 else ""))
-        lines.append(f"| {L} | {base:,} | " + " | ".join(cells) + " |")
+        lines.append(f"| {L} | {base:,} | {base_bound(first)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -101,7 +115,8 @@ def write_scaling_report(runs_dir: str | Path, out_dir: str | Path, command: str
         text += ["", f"Command: `{command}`"]
     text += ["", f"Task `{first['config']['task']}`, {first['config']['train']['max_steps']} steps of batch "
              f"{first['config']['train']['batch_size']}; primary metric on the reported split, %, mean +- sd (n seeds); "
-             "gaps paired over the common seeds.", "", *table(sizes), "", f"![gap by size]({fig.name})"]
+             "gaps paired over the common seeds; base ppl bound: each base's NELBO perplexity bound on its "
+             "pretraining corpus's validation chunks (lower is a better LM).", "", *table(sizes), "", f"![gap by size]({fig.name})"]
     return atomic_write_text(out / "scaling.md", "\n".join(text) + "\n")
 
 
