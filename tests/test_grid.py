@@ -126,3 +126,27 @@ def test_grid_series_orders_points_labels_values_and_draws(tmp_path):
     assert rows[1]["low"] == rows[1]["high"] == 70.0  # one seed: no interval, not NaN
     path = plot_grid(points, numbers, tmp_path / "g.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reference_tables_pair_every_method_with_full_at_each_point():
+    from lora_diffusion.report_grid import reference_tables
+
+    points = [{"slug": "rows=10", "default": False}, {"slug": "rows=0", "default": True},
+              {"slug": "rows=5", "default": False}]
+    data = {("sst2", "full"): {"rows=10": {1: 80.0, 2: 82.0, 3: 84.0}, "rows=0": {1: 90.0}},
+            ("sst2", "trajectory"): {"rows=10": {1: 72.0, 2: 74.0, 3: 75.0}, "rows=5": {1: 60.0}},
+            ("sst2", "bitfit"): {"rows=0": {1: 81.0}},
+            ("trec", "full"): {"rows=0": {1: 70.0}}}  # trec: the reference alone, no table
+    lines, numbers = reference_tables(points, data)
+    assert set(numbers) == {"sst2"} and list(numbers["sst2"]) == ["rows=10", "rows=0"]  # rows=5 lacks full
+    traj = numbers["sst2"]["rows=10"]["methods"]["trajectory"]
+    assert traj["difference"] == pytest.approx(-25 / 3) and traj["paired_seeds"] == 3
+    assert traj["share_of_reference"] == pytest.approx(100 * (221 / 3) / 82)
+    assert "p_adj" in traj["verdict"]  # three paired seeds: tested
+    at_all = numbers["sst2"]["rows=0"]["methods"]  # only the methods that have the point
+    assert list(at_all) == ["bitfit"] and at_all["bitfit"]["difference"] == -9.0 and "one seed" in at_all["bitfit"]["verdict"]
+    text = "\n".join(lines)
+    assert "| full | 82.00 +- 2.00 (100.0%) | 90.00 (100.0%) |" in text  # the matrix, points in grid order
+    assert "| trajectory | 73.67 +- 1.53 (89.8%) | - |" in text
+    assert "| bitfit | - | 81.00 (90.0%) |" in text and "rows=0 (default)" in text
+    assert reference_tables(points, {("sst2", "full"): {"rows=0": {1: 1.0}}}) == ([], {})

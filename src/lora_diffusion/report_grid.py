@@ -11,6 +11,11 @@ both have. The verdict:
   from noise";
 - 2 seeds: no test; overlapping 95% CIs are "not distinguishable from noise";
 - 1 seed: "not distinguishable from noise (one seed)".
+
+Where a task's cells hold several methods, one of them the reference (``full``), a second set of
+tables puts every method beside the reference at each grid point (paired over seeds, Bonferroni
+over the other methods at that point, and the method's mean as a share of the reference's): the
+data-efficiency question, "how close to full fine-tuning with 1% of the rows", read directly.
 """
 
 from __future__ import annotations
@@ -140,6 +145,72 @@ def grid_tables(points: list[dict[str, Any]], data, costs=None) -> tuple[list[st
     return lines, numbers
 
 
+def reference_tables(points: list[dict[str, Any]], data, reference: str = "full") -> tuple[list[str], dict[str, Any]]:
+    """Per task and grid point, every other method against ``reference`` (paired over seeds).
+
+    Returns (markdown lines, {task: {point: {method: verdict fields + summary + share}}}); empty
+    when no task has the reference and at least one other method. ``share`` is
+    100 * mean(method) / mean(reference) over each side's own seeds."""
+    lines: list[str] = []
+    numbers: dict[str, Any] = {}
+    for task in sorted({t for t, _ in data}):
+        methods = sorted(m for t, m in data if t == task and m != reference)
+        ref = data.get((task, reference))
+        if not ref or not methods:
+            continue
+        for p in points:
+            slug = p["slug"]
+            if slug not in ref:
+                continue
+            present = [m for m in methods if slug in data[(task, m)]]
+            ref_vals = ref[slug]
+            ref_mean = summarize(list(ref_vals.values()))["mean"]
+            label = f"{slug}{' (default)' if p['default'] else ''}"
+            lines += ["", f"### {task + ' / ' if task else ''}{label}: every method against {reference}", "",
+                      "| method | mean +- sd [95% CI] | % of " + reference + " | diff vs " + reference
+                      + " (paired) | verdict |", "|---|---|---:|---:|---|",
+                      f"| {reference} | {_cell(list(ref_vals.values()))} | 100.0 | | reference |"]
+            rows: dict[str, Any] = {}
+            for m in present:
+                vals = data[(task, m)][slug]
+                v = verdict(vals, ref_vals, max(len(present), 1))
+                s = summarize(list(vals.values()))
+                share = 100 * s["mean"] / ref_mean if ref_mean else float("nan")
+                diff = f"{v['difference']:+.2f}" if v["difference"] is not None else "-"
+                lines.append(f"| {m} | {_cell(list(vals.values()))} | {share:.1f} | {diff} | {v['verdict']} |")
+                rows[m] = {"scores": vals, "summary": s, "share_of_reference": share, **v}
+            numbers.setdefault(task, {})[slug] = {"reference": reference, "reference_scores": ref_vals,
+                                                  "methods": rows}
+        if task in numbers:
+            lines[:0] = _matrix(task, points, numbers[task], reference)
+    return lines, numbers
+
+
+def _matrix(task: str, points: list[dict[str, Any]], by_point: dict[str, Any], reference: str) -> list[str]:
+    """One table for a task: methods as rows, grid points as columns, 'mean +- sd (% of reference)'."""
+    slugs = [p["slug"] for p in points if p["slug"] in by_point]
+    names = {p["slug"]: p["slug"] + (" (default)" if p["default"] else "") for p in points}
+    methods = [reference] + sorted({m for slug in slugs for m in by_point[slug]["methods"]})
+    out = ["", f"### {task + ': ' if task else ''}every method at every point (mean +- sd, % of {reference})", "",
+           "| method | " + " | ".join(names[s] for s in slugs) + " |", "|---|" + "---:|" * len(slugs)]
+    for m in methods:
+        cells = []
+        for slug in slugs:
+            point = by_point[slug]
+            if m == reference:
+                s = summarize(list(point["reference_scores"].values()))
+                share = 100.0
+            elif m in point["methods"]:
+                s, share = point["methods"][m]["summary"], point["methods"][m]["share_of_reference"]
+            else:
+                cells.append("-")
+                continue
+            sd = f" +- {s['sd']:.2f}" if s["n"] > 1 else ""
+            cells.append(f"{s['mean']:.2f}{sd} ({share:.1f}%)")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return out
+
+
 def write_grid_report(study_dir: str | Path, out_dir: str | Path, command: str = "") -> Path:
     points, data, costs = collect_grid(study_dir)
     out = Path(out_dir)
@@ -156,9 +227,16 @@ def write_grid_report(study_dir: str | Path, out_dir: str | Path, command: str =
              f"'{NOISE}' when p_adj >= {ALPHA} (or, with 2 seeds, when the 95% CIs overlap). Trainable: the "
              "runs' own accounting; step: the median over seeds of each run's median train-step seconds, as "
              "recorded on whatever shared the machine (compare within one study, not across machines).", *lines]
-    atomic_write_json(out / "grid_report.json", {"grid": grid, "points": points, "results": numbers})
-    plot_grid(points, numbers, out / "grid.png", title=" x ".join(grid) or Path(study_dir).name)
     text += ["", "Figure: `grid.png` (each point's mean and 95% CI over seeds, every seed as a dot)."]
+    ref_lines, against = reference_tables(points, data)
+    if ref_lines:
+        text += ["", "## Every method against full fine-tuning at each point", "",
+                 "The same runs read the other way: at each grid point, each method's scores paired by seed "
+                 "with full fine-tuning's, Bonferroni over the methods at that point; '% of full' is the ratio "
+                 "of the two means.", *ref_lines]
+    atomic_write_json(out / "grid_report.json", {"grid": grid, "points": points, "results": numbers,
+                                                 "against_reference": against})
+    plot_grid(points, numbers, out / "grid.png", title=" x ".join(grid) or Path(study_dir).name)
     return atomic_write_text(out / "report.md", "\n".join(text) + "\n")
 
 
