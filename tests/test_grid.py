@@ -42,6 +42,8 @@ def test_tiny_grid_runs_is_idempotent_and_reports(tmp_path):
     bitfit = numbers["results"]["sst2/bitfit"]["max_train_rows=20"]["cost"]
     assert len(bitfit["trainable"]) == 2 and bitfit["trainable"][0] > 0 and len(bitfit["step_s"]) == 2
     assert f"| {int(bitfit['trainable'][0]):,} (" in report  # the size column, from the runs' accounting
+    assert bitfit["train_rows"] == [20, 20]  # as the runs recorded them; the points differ, so the rows figure
+    assert (tmp_path / "rep" / "data_efficiency.png").stat().st_size > 0 and "data_efficiency.png" in report
 
 
 def test_grid_points_default_added_and_method_defaults_recognised():
@@ -150,3 +152,11 @@ def test_reference_tables_pair_every_method_with_full_at_each_point():
     assert "| trajectory | 73.67 +- 1.53 (89.8%) | - |" in text
     assert "| bitfit | - | 81.00 (90.0%) |" in text and "rows=0 (default)" in text
     assert reference_tables(points, {("sst2", "full"): {"rows=0": {1: 1.0}}}) == ([], {})
+
+
+def test_training_rows_per_point_is_the_median_over_runs():
+    from lora_diffusion.report_grid import training_rows
+
+    costs = {("sst2", "full"): {"a": {"train_rows": [100, 100]}, "b": {"train_rows": [10]}},
+             ("sst2", "lora"): {"a": {"train_rows": [100]}, "b": {"train_rows": []}, "c": {}}}
+    assert training_rows(costs) == {"a": 100, "b": 10}

@@ -95,6 +95,32 @@ def plot_grid(points: list[dict], numbers: dict[str, dict], output: str | Path, 
     return _save(fig, output)
 
 
+def plot_vs_rows(points: list[dict], numbers: dict[str, dict], rows: dict[str, int], output: str | Path,
+                 title: str = "primary metric against training rows") -> Path:
+    """Data efficiency: each cell's mean and 95% CI over seeds (and every seed as a dot) against the
+    number of training rows its point used (``rows``: {point slug: rows}), log x axis, one line
+    per (task, method) cell."""
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    for cell, by_slug in sorted(numbers.items()):
+        pts = sorted((rows[p["slug"]], by_slug[p["slug"]]) for p in points if p["slug"] in by_slug and p["slug"] in rows)
+        if not pts:
+            continue
+        xs = [x for x, _ in pts]
+        s = [r["summary"] for _, r in pts]
+        err = [[m["mean"] - _or(m.get("ci95_low"), m["mean"]) for m in s],
+               [_or(m.get("ci95_high"), m["mean"]) - m["mean"] for m in s]]
+        line = ax.errorbar(xs, [m["mean"] for m in s], yerr=err, fmt="o-", linewidth=1, capsize=3, label=cell)
+        for x, (_, r) in zip(xs, pts):
+            ax.scatter([x] * len(r["scores"]), list(r["scores"].values()), s=8, alpha=0.5, color=line[0].get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("training rows")
+    ax.set_ylabel("primary metric (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{title}: mean, 95% CI over seeds, seeds as dots", fontsize=10)
+    return _save(fig, output)
+
+
 def _save(fig, output: str | Path) -> Path:
     fig.tight_layout()
     output = Path(output)

@@ -25,7 +25,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from .plots import plot_grid
+from .plots import plot_grid, plot_vs_rows
 from .report_tasks import primary, trainable_cell
 from .runs import base_weights_summary
 from .stats import ALPHA, compare_paired, summarize
@@ -50,7 +50,8 @@ def score(result: dict[str, Any]) -> float | None:
 def collect_grid(study_dir: str | Path) -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, dict[int, float]]],
                                                 dict[tuple[str, str], dict[str, dict[str, list[float]]]]]:
     """(points, {(task, method): {point slug: {seed: score}}}, costs): costs has, per cell and
-    point, the runs' trainable parameters, % of the base and median train-step seconds."""
+    point, the runs' trainable parameters, % of the base, median train-step seconds and the
+    training rows they used (``train_rows``, as each run recorded it)."""
     root = Path(study_dir)
     manifest = json.loads((root / GRID_FILE).read_text())
     data: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
@@ -67,15 +68,26 @@ def collect_grid(study_dir: str | Path) -> tuple[list[dict[str, Any]], dict[tupl
             data.setdefault(key, {}).setdefault(point["slug"], {})[int(r["config"]["train"]["seed"])] = value
             summary = r.get("summary") or {}
             acc = summary.get("accounting") or {}
-            cost = costs.setdefault(key, {}).setdefault(point["slug"], {"trainable": [], "percent": [], "step_s": []})
+            cost = costs.setdefault(key, {}).setdefault(point["slug"], {"trainable": [], "percent": [], "step_s": [],
+                                                                        "train_rows": []})
             for name, v in (("trainable", acc.get("trainable_parameters", summary.get("trainable_parameters"))),
                             ("percent", acc.get("percent_of_base")),
-                            ("step_s", summary.get("median_time_per_step_s", summary.get("mean_time_per_step_s")))):
+                            ("step_s", summary.get("median_time_per_step_s", summary.get("mean_time_per_step_s"))),
+                            ("train_rows", r.get("train_rows"))):
                 if v is not None:
                     cost[name].append(float(v))
     if not data:
         raise FileNotFoundError(f"no finished runs (<point>/<method>/seed-*/result.json) under {study_dir}")
     return manifest["points"], data, costs
+
+
+def training_rows(costs) -> dict[str, int]:
+    """{point slug: training rows}, the median over the point's runs of each run's ``train_rows``."""
+    found: dict[str, list[float]] = {}
+    for by_point in costs.values():
+        for slug, c in by_point.items():
+            found.setdefault(slug, []).extend(c.get("train_rows", []))
+    return {slug: int(median(v)) for slug, v in found.items() if v}
 
 
 def _cost(c: dict[str, list[float]] | None) -> tuple[str, str]:
@@ -237,6 +249,11 @@ def write_grid_report(study_dir: str | Path, out_dir: str | Path, command: str =
     atomic_write_json(out / "grid_report.json", {"grid": grid, "points": points, "results": numbers,
                                                  "against_reference": against})
     plot_grid(points, numbers, out / "grid.png", title=" x ".join(grid) or Path(study_dir).name)
+    rows = training_rows(costs)
+    if len(set(rows.values())) > 1:  # the points differ in how much data they trained on
+        plot_vs_rows(points, numbers, rows, out / "data_efficiency.png")
+        text += ["", "Figure: `data_efficiency.png` (the same means and 95% CIs against the training rows each "
+                 "point used, as the runs recorded them, on a log axis)."]
     return atomic_write_text(out / "report.md", "\n".join(text) + "\n")
 
 
