@@ -42,3 +42,17 @@ def test_wilcoxon_used_when_differences_are_not_normal():
 def test_bad_input():
     with pytest.raises(ValueError, match=">= 3 seeds"):
         compare_paired([1, 2], [1, 2])
+
+
+def test_wilcoxon_is_not_reported_where_it_cannot_reject():
+    # three seeds, a large consistent difference with non-normal d: Wilcoxon's smallest two-sided
+    # p is 2^(1-3) = 0.25, so it would call this noise; the t-test stays the reported test
+    x, y = [80.0, 81.0, 85.0], [72.0, 73.0001, 72.0]
+    r = compare_paired(x, y)
+    assert r["shapiro_p"] < 0.05 and not r["normal"] and r["wilcoxon_min_p"] == 0.25
+    assert r["test"] == "paired_t; d not normal" and r["p"] == r["p_t"] and r["p_wilcoxon"] >= 0.25
+    # six seeds reach 2^-5 = 0.031 < 0.05 with one comparison, not under Bonferroni over two
+    x6, y6 = [0.0] * 5 + [10.0], [0.1 * (i + 1) for i in range(6)]  # six non-zero differences
+    assert compare_paired(x6, y6)["shapiro_p"] < 0.05
+    assert compare_paired(x6, y6)["test"] == "wilcoxon"
+    assert compare_paired(x6, y6, num_comparisons=2)["test"] == "paired_t; d not normal"

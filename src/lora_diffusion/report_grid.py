@@ -7,7 +7,7 @@ the t-based 95% CI over its seeds, and its difference from the default point ove
 both have. The verdict:
 
 - >= 3 paired seeds: ``stats.compare_paired`` (paired t, or Wilcoxon when the differences are
-  not normal), Bonferroni over the non-default points; p_adj >= 0.05 is "not distinguishable
+  not normal and enough seeds let it reject at all), Bonferroni over the non-default points; p_adj >= 0.05 is "not distinguishable
   from noise";
 - 2 seeds: no test; overlapping 95% CIs are "not distinguishable from noise";
 - 1 seed: "not distinguishable from noise (one seed)".
@@ -235,7 +235,9 @@ def write_grid_report(study_dir: str | Path, out_dir: str | Path, command: str =
     text += ["", base_weights_summary(study_dir)]
     text += ["", "Grid: " + ", ".join(f"`{k}` in {v}" for k, v in grid.items()) + ". The default point is the "
              "study's own settings. Differences are paired over the seeds both points have; with >= 3 seeds a "
-             "paired t-test (Wilcoxon when the differences are not normal), Bonferroni over the non-default points; "
+             "paired t-test (Wilcoxon when the differences are not normal and there are seeds enough for it to reject at "
+             "all: six or more for one comparison, more under Bonferroni; below that the t-test, marked 'd not normal'), "
+             "Bonferroni over the non-default points; "
              f"'{NOISE}' when p_adj >= {ALPHA} (or, with 2 seeds, when the 95% CIs overlap). Trainable: the "
              "runs' own accounting; step: the median over seeds of each run's median train-step seconds, as "
              "recorded on whatever shared the machine (compare within one study, not across machines).", *lines]

@@ -5,7 +5,8 @@ on the task's reported split, in percent, mean +- sd over the seeds present (the
 is shown); the headline table gives each task's primary metric, the per-task tables every
 metric, against the references as the tokenizer writes them and (for free text) as the data
 set gives them. Where a task has >= 3 paired seeds, each method is compared with full
-fine-tuning (paired t or Wilcoxon, Bonferroni over the methods).
+fine-tuning (paired t, or Wilcoxon where the differences are not normal and the seeds let it
+reject at all: ``stats.compare_paired``; Bonferroni over the methods).
 """
 
 from __future__ import annotations

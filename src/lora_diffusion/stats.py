@@ -7,7 +7,12 @@ For per-seed scores x (a method) and y (the reference, same seeds, paired):
     Cohen's d (the paper's, pooled SD):  (mean x - mean y) / sqrt((sd_x^2 + sd_y^2) / 2)
     paired effect size d_z:              mean(d) / sd(d)
     Shapiro-Wilk on d (normality), Levene on (x, y) (equal variances), and the Wilcoxon
-    signed-rank test on d, which is the reported test when Shapiro-Wilk rejects normality.
+    signed-rank test on d, which is the reported test when Shapiro-Wilk rejects normality and
+    the Wilcoxon test can reject at all with this many seeds: its smallest two-sided p for n
+    non-zero differences is 2^(1-n) (0.25 at n = 3, 0.0625 at 5), so it needs
+    m 2^(1-n) < 0.05 under Bonferroni. Below that (three to five seeds) it would call every
+    difference noise, however large and consistent; the t-test stays the reported test and
+    ``test`` says "paired_t; d not normal".
 """
 
 from __future__ import annotations
@@ -55,17 +60,22 @@ def compare_paired(x, y, num_comparisons: int = 1) -> dict[str, Any]:
     t = stats.ttest_rel(x, y) if not constant else None
     shapiro = stats.shapiro(d) if not constant else None
     wilcoxon = stats.wilcoxon(x, y) if np.any(d != 0) else None
-    normal = shapiro is None or shapiro.pvalue >= ALPHA
+    normal = bool(shapiro is None or shapiro.pvalue >= ALPHA)
     p_t = float(t.pvalue) if t is not None else float("nan")
     p_w = float(wilcoxon.pvalue) if wilcoxon is not None else 1.0
-    chosen = "paired_t" if normal else "wilcoxon"
-    p = p_t if normal else p_w
+    nonzero = int(np.count_nonzero(d))
+    wilcoxon_can_reject = nonzero > 0 and 2.0 ** (1 - nonzero) * num_comparisons < ALPHA
+    use_wilcoxon = not normal and wilcoxon_can_reject
+    chosen = "wilcoxon" if use_wilcoxon else ("paired_t" if normal else "paired_t; d not normal")
+    p = p_w if use_wilcoxon else p_t
     return {
         "mean_difference": float(d.mean()),
         "t_statistic": float(t.statistic) if t is not None else float("nan"),
         "p_t": p_t,
         "p_wilcoxon": p_w,
         "shapiro_p": float(shapiro.pvalue) if shapiro is not None else float("nan"),
+        "normal": normal,
+        "wilcoxon_min_p": 2.0 ** (1 - nonzero) if nonzero else 1.0,
         "levene_p": float(stats.levene(x, y).pvalue),
         "test": chosen,
         "p": p,
