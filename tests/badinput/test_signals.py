@@ -20,7 +20,18 @@ from lora_diffusion.training.trainer import Trainer, TrainingDiverged
 from .conftest import finetune_args
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-       "MKL_NUM_THREADS": "1"}
+       "MKL_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # SIGABRT dumps every thread's stack
+
+
+def _communicate(proc, timeout):
+    """``proc.communicate(timeout)``; past it, SIGABRT (faulthandler prints where the child was
+    stuck) and a failure carrying that stack, instead of a bare TimeoutExpired."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=60)
+        pytest.fail(f"the child did not exit within {timeout} s of the signal; its stacks:\n{err[-6000:]}")
 
 
 def _cli_process(args, **kw):
@@ -37,7 +48,7 @@ def test_ctrl_c_is_one_line_with_step_checkpoint_and_resume_command(world, tmp_p
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = _communicate(proc, 120)
     lines = [line for line in err.splitlines() if line.startswith("lora-diffusion ")]
     assert proc.returncode == 130, err[-3000:]
     assert len(lines) == 1 and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
