@@ -59,7 +59,7 @@ def grid_series(points: list[dict], numbers: dict[str, dict]) -> dict[str, list[
                 continue
             r, s = rows[p["slug"]], rows[p["slug"]]["summary"]
             label = p["slug"].split("=", 1)[1] if len(keys) == 1 and "=" in p["slug"] else p["slug"]
-            series.append({"label": label + (" (default)" if p["default"] else ""), "mean": s["mean"],
+            series.append({"slug": p["slug"], "label": label + (" (default)" if p["default"] else ""), "mean": s["mean"],
                            "low": _or(s.get("ci95_low"), s["mean"]), "high": _or(s.get("ci95_high"), s["mean"]),
                            "n": s["n"], "scores": list(r["scores"].values()), "default": p["default"]})
         out[cell] = series
@@ -81,11 +81,7 @@ def plot_grid(points: list[dict], numbers: dict[str, dict], output: str | Path, 
     width = 0.6 / max(len(series), 1)
     for i, (cell, rows) in enumerate(sorted(series.items())):
         xs = [labels.index(r["label"]) + (i - (len(series) - 1) / 2) * width for r in rows]
-        means = [r["mean"] for r in rows]
-        err = [[r["mean"] - r["low"] for r in rows], [r["high"] - r["mean"] for r in rows]]
-        line = ax.errorbar(xs, means, yerr=err, fmt="o--", linewidth=0.8, capsize=3, label=cell)
-        for x, r in zip(xs, rows):
-            ax.scatter([x] * len(r["scores"]), r["scores"], s=8, alpha=0.5, color=line[0].get_color())
+        _draw_cell(ax, xs, rows, cell, "o--", 0.8)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=20, ha="right")
     ax.set_ylabel("primary metric (%)")
@@ -101,17 +97,10 @@ def plot_vs_rows(points: list[dict], numbers: dict[str, dict], rows: dict[str, i
     number of training rows its point used (``rows``: {point slug: rows}), log x axis, one line
     per (task, method) cell."""
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
-    for cell, by_slug in sorted(numbers.items()):
-        pts = sorted((rows[p["slug"]], by_slug[p["slug"]]) for p in points if p["slug"] in by_slug and p["slug"] in rows)
-        if not pts:
-            continue
-        xs = [x for x, _ in pts]
-        s = [r["summary"] for _, r in pts]
-        err = [[m["mean"] - _or(m.get("ci95_low"), m["mean"]) for m in s],
-               [_or(m.get("ci95_high"), m["mean"]) - m["mean"] for m in s]]
-        line = ax.errorbar(xs, [m["mean"] for m in s], yerr=err, fmt="o-", linewidth=1, capsize=3, label=cell)
-        for x, (_, r) in zip(xs, pts):
-            ax.scatter([x] * len(r["scores"]), list(r["scores"].values()), s=8, alpha=0.5, color=line[0].get_color())
+    for cell, series in sorted(grid_series(points, numbers).items()):
+        series = sorted((r for r in series if r["slug"] in rows), key=lambda r: rows[r["slug"]])
+        if series:
+            _draw_cell(ax, [rows[r["slug"]] for r in series], series, cell, "o-", 1.0)
     ax.set_xscale("log")
     ax.set_xlabel("training rows")
     ax.set_ylabel("primary metric (%)")
@@ -119,6 +108,14 @@ def plot_vs_rows(points: list[dict], numbers: dict[str, dict], rows: dict[str, i
     ax.legend(fontsize=8)
     ax.set_title(f"{title}: mean, 95% CI over seeds, seeds as dots", fontsize=10)
     return _save(fig, output)
+
+
+def _draw_cell(ax, xs: list[float], rows: list[dict], label: str, fmt: str, width: float) -> None:
+    """One cell's ``grid_series`` rows at ``xs``: means with their CI as error bars, seeds as dots."""
+    err = [[r["mean"] - r["low"] for r in rows], [r["high"] - r["mean"] for r in rows]]
+    line = ax.errorbar(xs, [r["mean"] for r in rows], yerr=err, fmt=fmt, linewidth=width, capsize=3, label=label)
+    for x, r in zip(xs, rows):
+        ax.scatter([x] * len(r["scores"]), r["scores"], s=8, alpha=0.5, color=line[0].get_color())
 
 
 def _save(fig, output: str | Path) -> Path:

@@ -7,8 +7,8 @@ the t-based 95% CI over its seeds, and its difference from the default point ove
 both have. The verdict:
 
 - >= 3 paired seeds: ``stats.compare_paired`` (paired t, or Wilcoxon when the differences are
-  not normal and enough seeds let it reject at all), Bonferroni over the non-default points; p_adj >= 0.05 is "not distinguishable
-  from noise";
+  not normal and enough seeds let it reject at all), Bonferroni over the non-default points;
+  p_adj >= 0.05 is "not distinguishable from noise";
 - 2 seeds: no test; overlapping 95% CIs are "not distinguishable from noise";
 - 1 seed: "not distinguishable from noise (one seed)".
 

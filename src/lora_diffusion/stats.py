@@ -64,8 +64,8 @@ def compare_paired(x, y, num_comparisons: int = 1) -> dict[str, Any]:
     p_t = float(t.pvalue) if t is not None else float("nan")
     p_w = float(wilcoxon.pvalue) if wilcoxon is not None else 1.0
     nonzero = int(np.count_nonzero(d))
-    wilcoxon_can_reject = nonzero > 0 and 2.0 ** (1 - nonzero) * num_comparisons < ALPHA
-    use_wilcoxon = not normal and wilcoxon_can_reject
+    wilcoxon_min_p = 2.0 ** (1 - nonzero) if nonzero else 1.0  # the smallest p it can give
+    use_wilcoxon = not normal and wilcoxon_min_p * num_comparisons < ALPHA
     chosen = "wilcoxon" if use_wilcoxon else ("paired_t" if normal else "paired_t; d not normal")
     p = p_w if use_wilcoxon else p_t
     return {
@@ -75,7 +75,7 @@ def compare_paired(x, y, num_comparisons: int = 1) -> dict[str, Any]:
         "p_wilcoxon": p_w,
         "shapiro_p": float(shapiro.pvalue) if shapiro is not None else float("nan"),
         "normal": normal,
-        "wilcoxon_min_p": 2.0 ** (1 - nonzero) if nonzero else 1.0,
+        "wilcoxon_min_p": wilcoxon_min_p,
         "levene_p": float(stats.levene(x, y).pvalue),
         "test": chosen,
         "p": p,
