@@ -8,6 +8,7 @@ import pytest
 
 from lora_diffusion.cli import main
 from lora_diffusion.report_quality import choose_variant, write_quality_report
+from lora_diffusion.report_tasks import _constant_note, constant_baseline
 from lora_diffusion.stats import compare_paired
 
 SEEDS = (42, 43, 44)
@@ -123,6 +124,27 @@ def test_step_time_from_bench(study, tmp_path):
     assert "| 0.20 (bench) | yes |" in _row(report, "| sst2 (accuracy) |")
     assert "side-by-side benchmark" in report
     assert _row(report, "| trec (accuracy) |").endswith("| **not met** |")  # the ratio still fails
+
+
+def _predictions(run, split, labels):
+    rows = [{"id": str(i), "prediction": "x", "references": [w], **({} if w is None else {"label": w})}
+            for i, w in enumerate(labels)]
+    (run / f"predictions_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_constant_prediction(study, tmp_path):
+    """The most frequent gold label's share of the reported split, read from a run's predictions,
+    and the variant's share of full fine-tuning's gain over it."""
+    assert constant_baseline(study, "trec") is None  # no predictions file yet
+    _predictions(study / "trec" / "full" / "seed-42", "test", ["human"] * 70 + ["entity"] * 20 + ["number"] * 10)
+    assert constant_baseline(study, "trec") == {"label": "human", "accuracy": 70.0, "rows": 100}
+    assert "`human` to every row" in _constant_note(study, "trec") and "70.0%" in _constant_note(study, "trec")
+    _predictions(study / "sst2" / "full" / "seed-42", "dev", [None] * 5)  # free text: no label
+    assert constant_baseline(study, "sst2") is None and _constant_note(study, "sst2") == ""
+    report = write_quality_report(study, tmp_path / "rep").read_text()
+    # trec: full 82.0, variant trajectory@deep 80.0: (80 - 70) / (82 - 70) = 83.3% of full's gain
+    assert "| trec | 100 | human | 70.0 | 82.0 | trajectory@deep 80.0 | +12.0 | 83.3 |" in report
+    assert "| sst2 | " not in report.split("## Primary metric")[0].split("best constant prediction")[1]
 
 
 def test_partial_study_and_missing_validation(tmp_path):

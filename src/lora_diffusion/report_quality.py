@@ -8,11 +8,12 @@ of its own). Every run trained until its validation primary metric stopped impro
 validation rows are carved from train); its selected step was evaluated once on the reported
 split. Sections of ``report.md``:
 
-1. the target of the issue, per task (``target_table``);
+1. the target of the issue, per task (``target_table``), and read from the best constant
+   prediction (``constant_table``);
 2. the reported-split tables of the many-task report (``report_tasks.headline_table``,
    ``report_tasks.statistics``): the equal-steps view, each method at its own early stop;
 3. the learning-rate search (``lr_table``), the budgets and selection (``budget_table``);
-4. the equal-wall-clock comparison (``wall_clock_table``), learning curves and a Pareto figure.
+4. the equal-wall-clock comparison and learning curves (``report_curves``), a Pareto figure.
 
 Missing tasks, methods, seeds or validation read as ``-``: the report is regenerated while the
 study runs.
@@ -21,10 +22,10 @@ study runs.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
+from .report_curves import TRAJECTORY, _plt, curves_figure, wall_clock_table
 from .report_tasks import (
     REFERENCE,
     _methods,
@@ -32,15 +33,17 @@ from .report_tasks import (
     cell,
     collect_failed,
     collect_tasks,
+    constant_baseline,
+    fmt_value,
     headline_table,
+    mean_or_none,
+    mean_step_seconds,
     statistics,
-    step_time,
 )
 from .stats import compare_paired
 from .study_lr import SEARCH_DIR
 from .utils.io import atomic_write_text
 
-TRAJECTORY = "trajectory"  # the paper's configuration: its wall time is the equal-wall-clock budget
 MIN_RATIO, MAX_TRAINABLE, MAX_STEP_RATIO = 99.0, 2.0, 0.40  # the issue's target
 TARGET = ("the best trajectory variant's generation accuracy (the task's primary metric) at least 99% of "
           "full fine-tuning's, with at most 2% of the base's parameters trainable and a train step at most "
@@ -63,23 +66,9 @@ def validation_primary(result: dict[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
-def _mean(values) -> float | None:
-    values = [float(v) for v in values if v is not None]
-    return sum(values) / len(values) if values else None
-
-
-def _fmt(value: float | None, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _summary(runs: dict[int, dict[str, Any]], key: str) -> float | None:
     """Mean over seeds of ``summary[key]``."""
-    return _mean((r.get("summary") or {}).get(key) for r in runs.values())
-
-
-def _step_time(runs: dict[int, dict[str, Any]]) -> float | None:
-    """Mean over seeds of each run's median train step time."""
-    return _mean(step_time(r.get("summary") or {}) for r in runs.values())
+    return mean_or_none((r.get("summary") or {}).get(key) for r in runs.values())
 
 
 def _percent_of_base(runs: dict[int, dict[str, Any]]) -> float | None:
@@ -102,7 +91,7 @@ def choose_variant(runs_by_method: dict[str, dict[int, dict[str, Any]]]) -> tupl
     for m in _methods({"_": runs_by_method}):
         if not is_trajectory(m):
             continue
-        v = _mean(validation_primary(r) for r in runs_by_method[m].values())
+        v = mean_or_none(validation_primary(r) for r in runs_by_method[m].values())
         if v is not None and (best[1] is None or v > best[1]):
             best = (m, v)
     return best
@@ -115,7 +104,7 @@ def step_ratio(task_runs, variant: str, bench: dict[str, Any] | None) -> tuple[f
     timed = (bench or {}).get("training") or {}
     if variant in timed and REFERENCE in timed:
         return timed[variant]["median_s"] / timed[REFERENCE]["median_s"], "bench"
-    mine, ref = _step_time(task_runs.get(variant, {})), _step_time(task_runs.get(REFERENCE, {}))
+    mine, ref = mean_step_seconds(task_runs.get(variant, {})), mean_step_seconds(task_runs.get(REFERENCE, {}))
     return (mine / ref if mine is not None and ref else None), "runs"
 
 
@@ -138,7 +127,7 @@ def target_table(data, bench: dict[str, Any] | None = None) -> list[str]:
                          + " - |" * 8)
             continue
         mine = _values(runs[variant])
-        m_mean, r_mean = _mean(mine.values()), _mean(ref.values())
+        m_mean, r_mean = mean_or_none(mine.values()), mean_or_none(ref.values())
         ratio = 100 * m_mean / r_mean if m_mean is not None and r_mean else None
         pct = _percent_of_base(runs[variant])
         steps, source = step_ratio(runs, variant, bench)
@@ -150,11 +139,33 @@ def target_table(data, bench: dict[str, Any] | None = None) -> list[str]:
             c = compare_paired([mine[s] for s in seeds], [ref[s] for s in seeds])
             test = f"{c['mean_difference']:+.1f} points, {c['test']} p = {c['p']:.3g} (n={len(seeds)})"
         overall = "not met" if False in checks else "pending" if None in checks else "met"
-        lines.append(f"| {t} ({metric}) | {variant} ({_fmt(val)}) | {cell(list(mine.values()))} | "
-                     f"{cell(list(ref.values()))} | {_fmt(ratio)} | {_met(checks[0])} | {_fmt(pct, '.2f')} | "
-                     f"{_met(checks[1])} | {_fmt(steps, '.2f')}{' (bench)' if source == 'bench' and steps else ''} | "
+        lines.append(f"| {t} ({metric}) | {variant} ({fmt_value(val)}) | {cell(list(mine.values()))} | "
+                     f"{cell(list(ref.values()))} | {fmt_value(ratio)} | {_met(checks[0])} | {fmt_value(pct, '.2f')} | "
+                     f"{_met(checks[1])} | {fmt_value(steps, '.2f')}{' (bench)' if source == 'bench' and steps else ''} | "
                      f"{_met(checks[2])} | {test} | **{overall}** |")
     return lines
+
+
+def constant_table(study_dir: str | Path, data) -> list[str]:
+    """Per classification task: the best constant prediction (``report_tasks.constant_baseline``)
+    beside full fine-tuning and the chosen variant (means over seeds), full fine-tuning's gain
+    over it in points and the share of that gain the variant reaches, 100 x (variant - constant)
+    / (full - constant): the target's ratio read from the floor instead of from zero."""
+    lines = ["| task | rows | most frequent label | constant (%) | full | variant | full's gain over constant "
+             "(points) | variant's share of that gain (%) |", "|---|---:|---|---:|---:|---|---:|---:|"]
+    for t in sorted(data):
+        const = constant_baseline(study_dir, t)
+        if const is None:
+            continue
+        variant, _ = choose_variant(data[t])
+        full = mean_or_none(_values(data[t].get(REFERENCE, {})).values())
+        mine = mean_or_none(_values(data[t][variant]).values()) if variant else None
+        gain = None if full is None else full - const["accuracy"]
+        share = 100 * (mine - const["accuracy"]) / gain if mine is not None and gain else None
+        lines.append(f"| {t} | {const['rows']} | {const['label']} | {const['accuracy']:.1f} | {fmt_value(full)} | "
+                     f"{variant or '-'} {fmt_value(mine)} | {fmt_value(None if gain is None else gain, '+.1f')} | "
+                     f"{fmt_value(share)} |")
+    return lines if len(lines) > 2 else ["(no classification task with a predictions file yet)"]
 
 
 def collect_lr_search(study_dir: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -202,113 +213,11 @@ def budget_table(data) -> list[str]:
             sel = [(r.get("summary") or {}).get("selection") for r in runs.values()]
             sel = [s for s in sel if s]
             stopped = f"{sum(s.get('early_stopped_at') is not None for s in sel)}/{len(sel)}" if sel else "-"
-            lines.append(f"| {t} | {m} | {len(runs)} | {_fmt(_mean(s.get('selected_step') for s in sel), '.0f')} | "
-                         f"{_fmt(_summary(runs, 'steps'), '.0f')} | {stopped} | "
-                         f"{_fmt(_summary(runs, 'wall_time_s'), '.0f')} | "
-                         f"{_fmt(_step_time(runs), '.3f')} |")
+            lines.append(f"| {t} | {m} | {len(runs)} | {fmt_value(mean_or_none(s.get('selected_step') for s in sel), '.0f')} | "
+                         f"{fmt_value(_summary(runs, 'steps'), '.0f')} | {stopped} | "
+                         f"{fmt_value(_summary(runs, 'wall_time_s'), '.0f')} | "
+                         f"{fmt_value(mean_step_seconds(runs), '.3f')} |")
     return lines
-
-
-def history(study_dir: str | Path, task: str, method: str, seed: int) -> list[tuple[int, float]]:
-    """(step, validation primary) of every evaluation in the run's ``training_history.json``."""
-    path = Path(study_dir) / task / method / f"seed-{seed}" / "training_history.json"
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    return [(int(h["step"]), float(h["eval/primary"])) for h in entries if h.get("eval/primary") is not None]
-
-
-def wall_budget(data, task: str) -> float | None:
-    """W: the paper's trajectory method's training time on the task, mean over seeds of steps
-    trained x median step time (evaluations and pauses of the process left out, as for every
-    method placed within W)."""
-    def training_time(summary: dict[str, Any]) -> float | None:
-        seconds = step_time(summary)
-        return (summary.get("steps") or 0) * seconds if seconds else None
-
-    return _mean(training_time(r.get("summary") or {}) for r in data[task].get(TRAJECTORY, {}).values())
-
-
-def at_budget(curve: list[tuple[int, float]], seconds_per_step: float | None,
-              budget: float) -> tuple[int, float] | None:
-    """The last evaluation whose step x seconds-per-step fits in ``budget`` (None if none)."""
-    if not seconds_per_step:
-        return None
-    fits = [(s, v) for s, v in curve if s * seconds_per_step <= budget]
-    return max(fits) if fits else None
-
-
-def wall_clock_table(study_dir: str | Path, data) -> list[str]:
-    """Per task and method: the validation primary metric at the last evaluation whose step x
-    the run's median train s/step is within W (``wall_budget``),
-    mean over seeds (the step reached is the mean of those seeds'), beside the validation value
-    of its own selected step (its own, early-stopped budget). ``-``: no evaluation fits in W."""
-    lines = ["| task | W (s) | method | train s/step | step reached in W | validation primary at W | "
-             "validation primary, own budget |", "|---|---:|---|---:|---:|---:|---:|"]
-    for t in sorted(data):
-        budget = wall_budget(data, t)
-        if budget is None:
-            lines.append(f"| {t} | - | (no {TRAJECTORY} run yet) | - | - | - | - |")
-            continue
-        for m in _methods({t: data[t]}):
-            runs = data[t][m]
-            hits = [at_budget(history(study_dir, t, m, seed), step_time(r.get("summary") or {}),
-                              budget) for seed, r in runs.items()]
-            hits = [h for h in hits if h is not None]
-            own = _mean(((r.get("summary") or {}).get("selection") or {}).get("selected_value") for r in runs.values())
-            lines.append(f"| {t} | {budget:.0f} | {m} | {_fmt(_step_time(runs), '.3f')} | "
-                         f"{_fmt(_mean(s for s, _ in hits), '.0f')} | {_fmt(_mean(v for _, v in hits))} | "
-                         f"{_fmt(own)} |")
-    return lines
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def curves_figure(study_dir: str | Path, data, task: str, out: Path) -> Path | None:
-    """Validation primary vs step (left) and vs training seconds (step x the run's mean train
-    s/step, right, with W dashed), one line per method (seed 42, or its first seed)."""
-    plt = _plt()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
-    drawn = False
-    for m in _methods({task: data[task]}):
-        runs = data[task][m]
-        seed = 42 if 42 in runs else min(runs)
-        curve = history(study_dir, task, m, seed)
-        if not curve:
-            continue
-        drawn = True
-        steps, values = [s for s, _ in curve], [v for _, v in curve]
-        (line,) = left.plot(steps, values, marker=".", label=f"{m} (seed {seed})")
-        tps = step_time(runs[seed].get("summary") or {})
-        if tps:
-            right.plot([s * tps for s in steps], values, marker=".", color=line.get_color())
-    budget = wall_budget(data, task)
-    if budget is not None:
-        right.axvline(budget, color="grey", linestyle="--", linewidth=1, label=f"W = {budget:.0f} s")
-        right.legend(fontsize=7)
-    if not drawn:
-        plt.close(fig)
-        return None
-    left.set_xlabel("step")
-    right.set_xlabel("training seconds (step x median train s/step)")
-    for ax in (left, right):
-        ax.set_ylabel("validation primary metric (%)")
-        ax.grid(alpha=0.3)
-    left.legend(fontsize=7)
-    fig.suptitle(f"{task}: learning curves on validation")
-    fig.tight_layout()
-    path = out / f"curves_{re.sub(r'[^A-Za-z0-9_.-]', '_', task)}.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def pareto_figure(data, out: Path) -> Path | None:
@@ -318,9 +227,9 @@ def pareto_figure(data, out: Path) -> Path | None:
     for t in sorted(data):
         for m in _methods({t: data[t]}):
             runs = data[t][m]
-            x, y = _percent_of_base(runs), _mean(_values(runs).values())
+            x, y = _percent_of_base(runs), mean_or_none(_values(runs).values())
             if x is not None and x > 0 and y is not None:
-                points.setdefault(t, []).append((m, x, y, _step_time(runs)))
+                points.setdefault(t, []).append((m, x, y, mean_step_seconds(runs)))
     if not points:
         return None
     plt = _plt()
@@ -371,6 +280,10 @@ def write_quality_report(study_dir: str | Path, out_dir: str | Path, command: st
              "reported split, so that its reported figure is not a best-of-many. Ratio: the means over the seeds "
              "present; the paired test over the seeds both have (>= 3), one comparison per task. Step-time ratio "
              f"{timed} (a `(bench)` mark where the benchmark had both methods).", "", *target_table(data, bench_data),
+             "", "The same comparison read from the best constant prediction (the most frequent gold label of the "
+             "reported split, answered to every row; no method that ignores its input can score more), so that a "
+             "ratio near 100% between two methods that barely clear it is not read as a success:", "",
+             *constant_table(study_dir, data),
              "", "## Primary metric per task (%, step selected on validation, reported split)", "",
              "The equal-steps view: every method trained to its own early stop (or step cap).", "",
              *headline_table(data, failed), "", "## Against full fine-tuning (tasks with >= 3 paired seeds)", "",

@@ -113,6 +113,47 @@ def cell(values: list[float]) -> str:
     return f"{s['mean']:.1f}" if s["n"] < 2 else f"{s['mean']:.1f} +- {s['sd']:.1f} (n={s['n']})"
 
 
+def mean_or_none(values) -> float | None:
+    """The mean of the values that are not None; None if there are none."""
+    values = [float(v) for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def fmt_value(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def mean_step_seconds(runs: dict[int, dict[str, Any]]) -> float | None:
+    """Mean over seeds of each run's median train step time (``step_time``)."""
+    return mean_or_none(step_time(r.get("summary") or {}) for r in runs.values())
+
+
+def constant_baseline(study_dir: str | Path, task: str) -> dict[str, Any] | None:
+    """The best constant prediction on a classification task's reported split: its most frequent
+    gold label and that label's share of the rows in %, i.e. the accuracy of answering it to
+    every row. Taken from the reported labels themselves, it is a ceiling for every predictor
+    that ignores its input, the floor a trained method has to clear. Read from the first run's
+    ``predictions_<split>.jsonl`` (every run of a task scores the same rows; a one-task study's
+    runs are all of ``task``): ``{"label",
+    "accuracy", "rows"}``; None for free text (rows without ``label``) or without such a file."""
+    study = Path(study_dir)
+    paths = sorted(study.glob(f"{task}/*/seed-*/predictions_*.jsonl")) or (
+        [] if is_multi_task(study) else sorted(study.glob("*/seed-*/predictions_*.jsonl")))  # one task: every run
+    if not paths:
+        return None
+    counts: dict[str, int] = {}
+    for line in paths[0].read_text().splitlines():
+        row = json.loads(line)
+        if row.get("label") is None:
+            return None
+        word = str((row.get("references") or [row["label"]])[0])
+        counts[word] = counts.get(word, 0) + 1
+    if not counts:
+        return None
+    label = max(counts, key=lambda k: counts[k])
+    return {"label": label, "accuracy": 100.0 * counts[label] / sum(counts.values()), "rows": sum(counts.values())}
+
+
 def headline_table(data, failed: dict[tuple[str, str], list[int]] | None = None) -> list[str]:
     tasks, methods = sorted(data), _methods(data, failed)
     heads = [f"{t} ({next(iter(next(iter(data[t].values())).values()))['dev']['primary']})" for t in tasks]
@@ -157,7 +198,9 @@ def _bases_note(runs: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     return ["", "**Runs on more than one base** (means over these seeds mix bases): " + "; ".join(parts) + "."]
 
 
-def task_tables(data) -> list[str]:
+def task_tables(data, study_dir: str | Path | None = None) -> list[str]:
+    """Per task: its data (reported split, train rows, budgets, truncation; with ``study_dir``,
+    the best constant prediction) and a table of every metric per method."""
     lines: list[str] = []
     for t in sorted(data):
         first = next(iter(next(iter(data[t].values())).values()))
@@ -167,7 +210,8 @@ def task_tables(data) -> list[str]:
         lines += ["", f"### {t}", "", f"Reported split: {first['eval_split']} ({first['dev_rows']} rows); "
                   f"train rows {first['train_rows']:,}; response budget {info.get('response_budget')} tokens, "
                   f"prompt budget {info.get('max_prompt_len')}; truncated prompts in train "
-                  f"{first.get('train_truncated', 0):,}, responses {first.get('train_truncated_responses', 0):,}.",
+                  f"{first.get('train_truncated', 0):,}, responses {first.get('train_truncated_responses', 0):,}."
+                  + _constant_note(study_dir, t),
                   f"{info.get('notes', '')}", *_bases_note(data[t]), ""]
         cols = keys + ([f"{k} (raw refs)" for k in keys] if raw else [])
         extra = ["generation acc.", "head acc."] if "head_accuracy" in first["dev"] else []
@@ -185,6 +229,12 @@ def task_tables(data) -> list[str]:
             gen = sum(r["dev"]["seconds_per_sample"] for r in runs.values()) / len(runs)
             lines.append(f"| {m} | " + " | ".join(vals) + f" | {step} | {gen:.3f} |")
     return lines
+
+
+def _constant_note(study_dir: str | Path | None, task: str) -> str:
+    const = None if study_dir is None else constant_baseline(study_dir, task)
+    return "" if const is None else (f" Best constant prediction (`{const['label']}` to every row, the most "
+                                     f"frequent gold label): {const['accuracy']:.1f}%.")
 
 
 def mean_step_time(summaries: list[dict[str, Any]]) -> str:
@@ -248,6 +298,6 @@ def write_task_report(study_dir: str | Path, out_dir: str | Path, command: str =
     if command:
         text += ["", f"Command: `{command}`"]
     text += ["", base_weights_summary(study_dir), "", "## Primary metric per task (%, final checkpoint, reported split)", "", *headline_table(data, failed),
-             "", f"![primary metric per task]({fig.name})", "", "## Every metric, per task", *task_tables(data),
+             "", f"![primary metric per task]({fig.name})", "", "## Every metric, per task", *task_tables(data, study_dir),
              "", "## Against full fine-tuning (tasks with >= 3 paired seeds)", "", *statistics(data)]
     return atomic_write_text(out / "report.md", "\n".join(text) + "\n")
