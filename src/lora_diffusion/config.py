@@ -170,11 +170,14 @@ class PretrainConfig:
     """``lora-diffusion pretrain``: turn an encoder into a base masked-diffusion LM."""
 
     base: str = "minilm"
-    corpus: str = "../shared/data/wikitext-2-raw"
+    # one or more corpora (file, WikiText-style directory, .csv, or HF id), each cut into chunks of its
+    # own and mixed in proportion to their sizes; a single string is one corpus
+    corpus: list[str] = field(default_factory=lambda: ["../shared/data/wikitext-2-raw"])
+    csv_column: str = "text"  # the text column of a .csv corpus (arXiv abstracts: abstract)
     output_dir: str = "runs/pretrain"
     seq_len: int = 128
-    max_train_chunks: int = 0
-    eval_chunks: int = 256
+    max_train_chunks: int = 0  # per corpus: its first N chunks (0: all)
+    eval_chunks: int = 256  # validation chunks in all, shared evenly between the corpora
     keep_layers: int = 0  # keep only the trunk's first N layers (0: all): smaller bases for the scaling study
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(
@@ -189,6 +192,12 @@ class PretrainConfig:
         require(self.max_train_chunks >= 0, "max_train_chunks", f"must be >= 0, got {self.max_train_chunks}")
         require(self.eval_chunks >= 1, "eval_chunks", f"must be >= 1, got {self.eval_chunks}")
         require(self.keep_layers >= 0, "keep_layers", f"must be >= 0, got {self.keep_layers}")
+        if isinstance(self.corpus, str):
+            self.corpus = [self.corpus]
+        require(len(self.corpus) >= 1, "corpus", "names no corpus")
+        require(len(set(self.corpus)) == len(self.corpus), "corpus", f"names a corpus twice: {self.corpus}")
+        require(self.eval_chunks >= len(self.corpus), "eval_chunks",
+                f"must be >= the number of corpora ({len(self.corpus)}), got {self.eval_chunks}")
 
 
 # ---------------------------------------------------------------------------------- loading

@@ -14,7 +14,9 @@ def _pretrain_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="train an encoder into a base masked-diffusion LM")
     add_common(p)
     p.add_argument("--base", help="hub id, local model directory, or 'minilm' (default)")
-    p.add_argument("--corpus", help="text file, directory with train/valid/test.txt, or HF dataset id")
+    p.add_argument("--corpus", action="append", help="text file, directory with train/valid/test.txt, .csv, or HF "
+                   "dataset id; repeat it to pretrain on several corpora, pooled")
+    p.add_argument("--csv-column", help="the text column of a .csv corpus (default text)")
     p.add_argument("--output-dir")
     p.add_argument("--steps", type=int, dest="train.max_steps")
     p.add_argument("--seed", type=int, dest="train.seed")
@@ -42,7 +44,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     overrides = load_pairs(args.overrides)
     overrides.update(flag_overrides(args, {
-        "base": "base", "corpus": "corpus", "output_dir": "output_dir",
+        "base": "base", "corpus": "corpus", "csv_column": "csv_column", "output_dir": "output_dir",
         "train.max_steps": "train.max_steps", "train.seed": "train.seed",
     }))
     cfg = load_config(PretrainConfig, args.config, overrides)

@@ -196,3 +196,16 @@ def chunk_corpus(lines: list[str], tokenizer, seq_len: int, max_chunks: int = 0)
     generate[:, 0] = False
     generate[:, -1] = False
     return ChunkedCorpus(input_ids, generate)
+
+
+def concat_chunks(parts: list[ChunkedCorpus]) -> ChunkedCorpus:
+    """One data set of the chunks of several corpora (each cut on its own, so no chunk spans
+    two), in order; the trainer's sampler mixes them in proportion to their chunk counts."""
+    return ChunkedCorpus(torch.cat([p.input_ids for p in parts]), torch.cat([p.generate_mask for p in parts]))
+
+
+def corpus_name(source: str) -> str:
+    """A short name of a corpus source for logs and records: its file or directory name, or the
+    hub id's last part (``../data/arxiv/abstracts.csv`` -> ``abstracts.csv``)."""
+    return Path(source.rstrip("/")).name or source
+
