@@ -162,9 +162,9 @@ def constant_table(study_dir: str | Path, data) -> list[str]:
         mine = mean_or_none(_values(data[t][variant]).values()) if variant else None
         gain = None if full is None else full - const["accuracy"]
         share = 100 * (mine - const["accuracy"]) / gain if mine is not None and gain else None
+        chosen = f"{variant} {fmt_value(mine)}" if variant else "-"
         lines.append(f"| {t} | {const['rows']} | {const['label']} | {const['accuracy']:.1f} | {fmt_value(full)} | "
-                     f"{variant or '-'} {fmt_value(mine)} | {fmt_value(None if gain is None else gain, '+.1f')} | "
-                     f"{fmt_value(share)} |")
+                     f"{chosen} | {fmt_value(gain, '+.1f')} | {fmt_value(share)} |")
     return lines if len(lines) > 2 else ["(no classification task with a predictions file yet)"]
 
 
