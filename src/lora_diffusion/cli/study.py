@@ -22,6 +22,8 @@ def _study_parser(sub) -> None:
     p.add_argument("--num-seeds", type=int, help="use the first N of the seeds")
     p.add_argument("--steps", type=int, dest="train.max_steps")
     p.add_argument("--output-dir")
+    p.add_argument("--status", action="store_true", help="list every cell of the study and its state (done, running, "
+                   "partial, failed, pending) from disk; trains nothing, takes no lock")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="run the study at every value of a dotted run field (repeatable: the cartesian product), "
                         "e.g. --grid method_options.lambda_rank=0,0.01 --grid 'method_options.ranks=[8,8,8],[64,32,8]'; "
@@ -122,6 +124,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     cfg = load_config(StudyConfig, args.config, overrides)
     if args.num_seeds:
         cfg.seeds = cfg.seeds[: args.num_seeds]
+    if args.status:
+        from ..study_status import status_lines, study_cells
+
+        print("\n".join(status_lines(study_cells(cfg))))
+        return 0
     results = run_study(cfg, progress=not args.quiet)
     print(f"{len(results)} runs complete under {cfg.output_dir}")
     return 0

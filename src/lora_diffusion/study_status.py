@@ -1,0 +1,126 @@
+"""Where a long study stands: every cell it will train and the state of each, read from disk.
+
+``lora-diffusion study --config X --status`` lists, without training or locking anything, each
+(phase, task, method, seed) of the study in run order (the learning-rate search runs of a study
+with ``lr_grid`` first, the points of a grid one after another) and its state:
+
+- ``done``: ``result.json`` is written;
+- ``failed``: the run diverged (``failed.json``) and the study will not retry it;
+- ``running``: a worker holds the cell's lock (its lock file names a live process);
+- ``partial``: interrupted, it resumes from its newest checkpoint;
+- ``pending``: not started (or started without a checkpoint: it starts over).
+
+The lock is read, never taken: a status check beside the workers cannot make one of them skip a
+cell. The step shown is the last one the run logged, against its step cap (early stopping may end
+it sooner).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .study_lr import FAILED_FILE, search_study
+from .training.checkpoint import list_checkpoints
+
+STATES = ("done", "running", "partial", "failed", "pending")
+
+
+@dataclass
+class Cell:
+    phase: str  # "study", "lr=<v>" (a rate-search run), or a grid point's slug
+    task: str
+    method: str
+    seed: int
+    run_dir: Path
+    max_steps: int
+    state: str = "pending"
+    step: int | None = None
+
+
+def _holder_alive(lock: Path) -> bool:
+    """The lock file exists and names a live process (a crashed holder's file may remain)."""
+    try:
+        pid = int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _last_step(run_dir: Path) -> int | None:
+    try:
+        history = json.loads((run_dir / "training_history.json").read_text())
+    except (OSError, ValueError):
+        return None
+    steps = [int(h["step"]) for h in history if isinstance(h, dict) and "step" in h]
+    return max(steps) if steps else None
+
+
+def cell_state(run_dir: Path) -> tuple[str, int | None]:
+    """(state, last logged step) of one run directory (states in the module docstring)."""
+    if (run_dir / "result.json").is_file():
+        return "done", _last_step(run_dir)
+    if _holder_alive(run_dir.parent / f".{run_dir.name}.lock"):
+        return "running", _last_step(run_dir)
+    if (run_dir / FAILED_FILE).is_file():
+        return "failed", _last_step(run_dir)
+    if list_checkpoints(run_dir / "checkpoints"):
+        return "partial", _last_step(run_dir)
+    return "pending", None
+
+
+def study_cells(cfg) -> list[Cell]:
+    """Every cell of ``cfg`` (a ``StudyConfig``) in run order, with its state."""
+    from .study import grid_points, point_study
+
+    if cfg.grid:
+        out = []
+        for point in grid_points(cfg):
+            for cell in study_cells(point_study(cfg, point)):
+                cell.phase = point.slug if cell.phase == "study" else f"{point.slug} {cell.phase}"
+                out.append(cell)
+        return out
+    plan = cfg.plan()
+    cells = []
+    if cfg.lr_grid:
+        first = [(t, m, s) for t, m, s in plan if s == cfg.seeds_of(t)[0] and m in cfg.lr_grid]
+        for task, method, seed in first:
+            for lr in cfg.lr_grid[method]:
+                search = search_study(cfg, lr, task)
+                cells.append(Cell(f"lr={lr:g}", task, method, seed, search.run_dir(method, seed, task),
+                                  search.run_config(method, seed, task).train.max_steps))
+    cells += [Cell("study", t, m, s, cfg.run_dir(m, s, t), cfg.run_config(m, s, t).train.max_steps)
+              for t, m, s in plan]
+    for cell in cells:
+        cell.state, cell.step = cell_state(cell.run_dir)
+    return cells
+
+
+def status_lines(cells: list[Cell]) -> list[str]:
+    """A count of cells per (task, phase kind) and state, then the running and partial cells."""
+    groups: dict[tuple[str, str], dict[str, int]] = {}
+    for c in cells:
+        kind = "lr search" if "lr=" in c.phase else c.phase
+        counts = groups.setdefault((c.task, kind), dict.fromkeys(STATES, 0))
+        counts[c.state] += 1
+    tw = max([4, *(len(t) for t, _ in groups)])
+    pw = max([5, *(len(k) for _, k in groups)])
+    lines = [f"{'task':<{tw}}  {'phase':<{pw}} {'cells':>5} " + " ".join(f"{s:>7}" for s in STATES)]
+    for (task, kind), counts in groups.items():
+        lines.append(f"{task:<{tw}}  {kind:<{pw}} {sum(counts.values()):>5} "
+                     + " ".join(f"{counts[s]:>7}" for s in STATES))
+    total = {s: sum(c.state == s for c in cells) for s in STATES}
+    lines.append(f"{'all':<{tw}}  {'':<{pw}} {len(cells):>5} " + " ".join(f"{total[s]:>7}" for s in STATES))
+    for c in cells:
+        if c.state in ("running", "partial"):
+            at = "not logged yet" if c.step is None else f"step {c.step} of at most {c.max_steps}"
+            lines.append(f"{c.state}: {c.task} {c.method} seed {c.seed} ({c.phase}), {at}: {c.run_dir}")
+    return lines
