@@ -16,6 +16,7 @@ from ..diffusion.sampler import SamplerConfig
 from ..finetune import build_method_model
 from ..generation import generate
 from ..objective import DiffusionObjective
+from ..training.schedule import make_optimizer
 
 INFERENCE_METHODS = ("base", "trajectory", "lora", "lora-merged", "adapter", "prefix", "bitfit")
 
@@ -73,13 +74,14 @@ def split_precision(name: str) -> tuple[str, str]:
 
 def train_step_fn(backbone: DiffusionLM, method: str, batch: dict[str, torch.Tensor],
                   options: dict | None = None, copy_base: bool = True) -> Callable[[], float]:
-    """One optimiser step of ``method`` on ``batch`` (denoising loss, backward, AdamW). A
+    """One optimiser step of ``method`` on ``batch`` (denoising loss, backward, AdamW as the
+    trainer makes it: ``training.schedule.make_optimizer``). A
     ``+bf16`` suffix (``full+bf16``): the forward under bfloat16 autocast with fp32 weights and
     optimiser, as the trainer's ``mixed_precision: bf16`` runs it (Accelerate's autocast)."""
     method, precision = split_precision(method)
     model = method_model(backbone, method, options, copy_base=copy_base).train()
     objective = DiffusionObjective(backbone.diffusion)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.01)
     gen = torch.Generator().manual_seed(0)
     device = next(model.parameters()).device.type
 

@@ -39,7 +39,7 @@ from .distributed import (
     replicated_modules,
     sync_replicated_gradients,
 )
-from .schedule import batch_indices, check_batch, lr_factor, noise_seed
+from .schedule import batch_indices, check_batch, lr_factor, make_optimizer, noise_seed
 from .selection import Selector
 
 Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict[str, float]]]
@@ -132,7 +132,8 @@ class Trainer:
         if not params:
             raise ValueError("the model has no trainable parameters")
         self.num_trainable = sum(p.numel() for p in params)
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sharded = self.fsdp or deepspeed_state.is_deepspeed(self.accelerator)
+        optimizer = make_optimizer(params, cfg.lr, cfg.weight_decay, sharded)
         warmup = cfg.effective_warmup()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, warmup, cfg.max_steps, cfg.min_lr_ratio)
