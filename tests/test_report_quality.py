@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lora_diffusion.cli import main
-from lora_diffusion.report_quality import choose_variant, write_quality_report
+from lora_diffusion.report_quality import choose_variant, step_ratio, write_quality_report
 from lora_diffusion.report_tasks import _constant_note, constant_baseline
 from lora_diffusion.stats import compare_paired
 
@@ -124,6 +124,19 @@ def test_step_time_from_bench(study, tmp_path):
     assert "| 0.20 (bench) | yes |" in _row(report, "| sst2 (accuracy) |")
     assert "side-by-side benchmark" in report
     assert _row(report, "| trec (accuracy) |").endswith("| **not met** |")  # the ratio still fails
+
+
+def test_step_time_under_bf16_from_the_bench_bf16_entries():
+    """Runs trained under bf16 autocast are timed against the bench's ``+bf16`` entries where it has
+    both methods so; fp32 runs (or a bench without them) use the plain entries."""
+    timed = {"training": {"full": {"median_s": 1.0}, "side": {"median_s": 0.2},
+                          "full+bf16": {"median_s": 0.5}, "side+bf16": {"median_s": 0.15}}}
+    def runs(precision):
+        return {"side": {42: {"config": {"train": {"mixed_precision": precision}}}}}
+    assert step_ratio(runs("bf16"), "side", timed) == (0.3, "bench")
+    assert step_ratio(runs("no"), "side", timed) == (0.2, "bench")
+    del timed["training"]["side+bf16"]
+    assert step_ratio(runs("bf16"), "side", timed) == (0.2, "bench")
 
 
 def _predictions(run, split, labels):

@@ -99,11 +99,15 @@ def choose_variant(runs_by_method: dict[str, dict[int, dict[str, Any]]]) -> tupl
 
 def step_ratio(task_runs, variant: str, bench: dict[str, Any] | None) -> tuple[float | None, str]:
     """Variant's train step time / full fine-tuning's: side by side from ``bench`` (its
-    ``training[method]["median_s"]``) when it has both, else from the study's runs (the mean over
-    seeds of each run's median step time). Returns (ratio, source)."""
+    ``training[method]["median_s"]``; ``<method>+bf16`` where the variant's runs trained under
+    bf16 autocast and the bench timed both so) when it has both, else from the study's runs (the
+    mean over seeds of each run's median step time). Returns (ratio, source)."""
     timed = (bench or {}).get("training") or {}
-    if variant in timed and REFERENCE in timed:
-        return timed[variant]["median_s"] / timed[REFERENCE]["median_s"], "bench"
+    bf16 = any(((r.get("config") or {}).get("train") or {}).get("mixed_precision") == "bf16"
+               for r in task_runs.get(variant, {}).values())
+    for suffix in (("+bf16", "") if bf16 else ("",)):
+        if variant + suffix in timed and REFERENCE + suffix in timed:
+            return timed[variant + suffix]["median_s"] / timed[REFERENCE + suffix]["median_s"], "bench"
     mine, ref = mean_step_seconds(task_runs.get(variant, {})), mean_step_seconds(task_runs.get(REFERENCE, {}))
     return (mine / ref if mine is not None and ref else None), "runs"
 

@@ -49,3 +49,17 @@ def test_a_method_without_memory_figures_shows_dashes_not_zeros():
     result["training"]["trajectory@mix"] = {"median_s": 0.29, "trainable_parameters": 5, "bytes_on_disk": 20}
     result["targets"] = targets(result)
     assert "| trajectory@mix | 5 | 0.290 | 0.29x | - | - | - | 20 |" in markdown(result)
+
+
+def test_a_bf16_step_is_read_against_full_bf16():
+    """trajectory+bf16 0.2 s against full+bf16 0.5 s: 0.40x (against fp32 full it would read 0.20x)."""
+    result = _result()
+    result["training"]["full+bf16"] = {"median_s": 0.5, "trainable_parameters": 100, "bytes_on_disk": 400}
+    result["training"]["trajectory+bf16"] = {"median_s": 0.2, "trainable_parameters": 10, "bytes_on_disk": 400}
+    got = {t["target"]: round(t["value"], 4) for t in targets(result)}
+    assert got["trajectory+bf16 train step / full+bf16"] == 0.4 and got["trajectory train step / full FT"] == 0.3
+    result["targets"] = targets(result)
+    text = markdown(result)
+    assert "| trajectory+bf16 | 10 | 0.200 | 0.40x |" in text and "| full+bf16 | 100 | 0.500 | 1.00x |" in text
+    del result["training"]["full+bf16"]  # no bf16 reference timed: against fp32 full, as before
+    assert {t["target"] for t in targets(result)} >= {"trajectory+bf16 train step / full FT"}

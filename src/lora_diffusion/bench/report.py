@@ -7,6 +7,13 @@ from typing import Any
 from .harness import ratio
 
 
+def reference(name: str, timed: dict[str, Any]) -> str:
+    """The full fine-tuning entry a training time is read against: ``full+bf16`` for a method
+    timed under bf16 autocast (``<method>+bf16``) where the bench timed it, else ``full``: a
+    bf16 step is never compared with an fp32 one."""
+    return "full+bf16" if name.endswith("+bf16") and "full+bf16" in timed else "full"
+
+
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of the performance issue: measured value, bound, met or not."""
     out = []
@@ -19,8 +26,10 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     tr, mem, inf = r.get("training", {}), r.get("memory", {}), r["inference"]
     lat = inf["latency"]
     for name in [m for m in tr if m.startswith("trajectory")]:  # the paper's and each benchmarked preset
-        if "full" in tr:
-            add(f"{name} train step / full FT", ratio(tr[name]["median_s"], tr["full"]["median_s"]), 0.40)
+        ref = reference(name, tr)
+        if ref in tr:
+            add(f"{name} train step / {'full FT' if ref == 'full' else ref}",
+                ratio(tr[name]["median_s"], tr[ref]["median_s"]), 0.40)
     if "trajectory" in mem and "full" in mem:
         add("trajectory peak training memory / full FT",
             ratio(mem["trajectory"]["training_memory_mb"], mem["full"]["training_memory_mb"]), 0.35)
@@ -113,7 +122,6 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{'yes' if t['met'] else '**no**'} |")
     tr, mem = r.get("training", {}), r.get("memory", {})
     if tr:
-        full = tr.get("full")
         lines += ["", f"## Training step (batch {c['train_batch']} x {c['train_length']} tokens)", "",
                   "| method | trainable | step (s) | vs full | peak RSS (MB) | training memory (MB) | vs full | bytes on disk |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -124,9 +132,11 @@ def markdown(r: dict[str, Any]) -> str:
                       f"{ratio(mm['training_memory_mb'], ref_mem or 0):.2f}x") if mm else "- | - | -"  # not measured
             lines.append(
                 f"| {name} | {t['trainable_parameters']:,} | {t['median_s']:.3f} | "
-                f"{ratio(t['median_s'], full['median_s']) if full else float('nan'):.2f}x | {memory} | "
+                f"{ratio(t['median_s'], tr[reference(name, tr)]['median_s']) if reference(name, tr) in tr else float('nan'):.2f}x"
+                f" | {memory} | "
                 f"{t['bytes_on_disk']:,} |")
-        lines += ["", "Training memory = peak RSS minus RSS after imports (weights, gradients, optimiser state, "
+        lines += ["", "Step ratios of a `+bf16` entry (trained under bfloat16 autocast) are against `full+bf16` where it "
+                  "was timed.", "", "Training memory = peak RSS minus RSS after imports (weights, gradients, optimiser state, "
                   "activations); each method measured in its own process."]
     inf = r["inference"]
     base = inf["latency"]["base"]["median_s"]
