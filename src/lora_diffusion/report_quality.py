@@ -224,16 +224,20 @@ def budget_table(data) -> list[str]:
     return lines
 
 
-def pareto_figure(data, out: Path) -> Path | None:
+def pareto_figure(data, out: Path, bench: dict[str, Any] | None = None,
+                  floors: dict[str, float] | None = None) -> Path | None:
     """One panel per task: trainable % of base (log x) vs mean reported primary metric, marker
-    area proportional to the median train s/step, each point labelled with its method."""
+    area proportional to the train step time as a multiple of full fine-tuning's (``step_ratio``:
+    side by side from ``bench`` where it timed the method, else from the runs), each point
+    labelled with its method and that ratio; dashed: the task's best constant prediction
+    (``floors``, where known)."""
     points = {}
     for t in sorted(data):
         for m in _methods({t: data[t]}):
             runs = data[t][m]
             x, y = _percent_of_base(runs), mean_or_none(_values(runs).values())
             if x is not None and x > 0 and y is not None:
-                points.setdefault(t, []).append((m, x, y, mean_step_seconds(runs)))
+                points.setdefault(t, []).append((m, x, y, 1.0 if m == REFERENCE else step_ratio(data[t], m, bench)[0]))
     if not points:
         return None
     plt = _plt()
@@ -242,15 +246,19 @@ def pareto_figure(data, out: Path) -> Path | None:
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), dpi=110, squeeze=False)
     slowest = max((p[3] or 0 for ps in points.values() for p in ps), default=0) or 1.0
     for ax, (t, ps) in zip(axes.flat, points.items()):
-        for m, x, y, tps in ps:
-            ax.scatter(x, y, s=20 + 280 * (tps or 0) / slowest, alpha=0.6,
+        for m, x, y, ratio in ps:
+            ax.scatter(x, y, s=20 + 280 * (ratio or 0) / slowest, alpha=0.6,
                        color="tab:red" if is_trajectory(m) else "tab:blue")
-            ax.annotate(m, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ax.annotate(f"{m} ({fmt_value(ratio, '.2f')}x)", (x, y), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
         ax.set_xscale("log")
         ax.set_title(t)
         ax.set_xlabel("trainable parameters (% of base, log)")
         ax.set_ylabel("primary metric (%, reported split)")
         ax.axvline(MAX_TRAINABLE, color="grey", linestyle=":", linewidth=1)
+        if (floors or {}).get(t) is not None:
+            ax.axhline(floors[t], color="grey", linestyle="--", linewidth=1, label="best constant prediction")
+            ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(points):]:
         ax.axis("off")
@@ -306,9 +314,12 @@ def write_quality_report(study_dir: str | Path, out_dir: str | Path, command: st
         path = curves_figure(study_dir, data, t, out)
         text += [f"![{t} learning curves]({path.name})" if path else f"{t}: no validation evaluation recorded yet.",
                  ""]
-    pareto = pareto_figure(data, out)
+    floors = {t: c["accuracy"] for t in data if (c := constant_baseline(study_dir, t))}
+    pareto = pareto_figure(data, out, bench_data, floors)
     text += ["## Trainable parameters vs quality", "",
              "Trainable % of base (log) vs mean reported primary metric per task; marker area proportional to "
-             "train s/step; dotted: the 2% budget.", "",
+             "the train step as a multiple of full fine-tuning's (the label's figure; from the bench where it "
+             "timed the method, as in the target table); dotted: the 2% budget; dashed: the best constant "
+             "prediction.", "",
              f"![pareto]({pareto.name})" if pareto else "(no run with parameter accounting yet)"]
     return atomic_write_text(out / "report.md", "\n".join(text) + "\n")
