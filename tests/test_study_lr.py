@@ -55,6 +55,24 @@ def test_rates_chosen_on_validation_then_other_seeds_at_them(tmp_path):
     assert len(results) == 2 * 2 * 3
 
 
+def test_task_order_runs_each_task_whole_before_the_next(tmp_path):
+    """``order: task``: sst2's search, its seed 1 (the chosen rate's copy) and seeds 2-3, then trec's;
+    the rates chosen are those of the seed order."""
+    cfg = StudyConfig(tasks=["sst2", "trec"], methods=["full", "trajectory"], seeds=[1, 2, 3], order="task",
+                      lr_grid={"trajectory": [1e-3, 3e-3, 1e-2]}, method_lr={"full": 5e-5},
+                      validation_rows=10, output_dir=str(tmp_path), train=TrainConfig(max_steps=1, warmup_steps=0))
+    calls = []
+    run_with_lr_search(cfg, False, _fake_run_cell(calls))
+    tasks = [c[0] for c in calls]
+    assert tasks == ["sst2"] * 8 + ["trec"] * 8  # per task: full x 3 seeds, 3 search runs, trajectory seeds 2-3
+    assert [(c[1], c[2], c[3]) for c in calls[:8]] == [
+        ("full", 1, 5e-5), ("trajectory", 1, 1e-3), ("trajectory", 1, 3e-3), ("trajectory", 1, 1e-2),
+        ("full", 2, 5e-5), ("trajectory", 2, 3e-3), ("full", 3, 5e-5), ("trajectory", 3, 3e-3)]
+    assert json.loads((tmp_path / "lr-search" / "trec" / "trajectory.json").read_text())["chosen_lr"] == 1e-3
+    with pytest.raises(ConfigError, match="order: must be seed or task"):
+        StudyConfig(order="method")
+
+
 def test_no_rate_is_chosen_while_a_search_run_trains_in_another_worker(tmp_path):
     cfg = StudyConfig(tasks=["sst2"], methods=["trajectory"], seeds=[1, 2], lr_grid={"trajectory": [1e-3, 3e-3]},
                       validation_rows=10, output_dir=str(tmp_path), train=TrainConfig(max_steps=1, warmup_steps=0))

@@ -84,6 +84,9 @@ class StudyConfig:
         max_steps=1000, lr=1e-4, warmup_steps=500, batch_size=64, micro_batch_size=16, save_every=100))
     grid: dict[str, Any] = field(default_factory=dict)  # dotted FinetuneConfig field -> values (run_grid)
     run_overrides: dict[str, Any] = field(default_factory=dict)  # dotted FinetuneConfig fields of every run
+    # run order: "seed" (every task and method at a seed before the next seed: paired seeds across
+    # tasks early) or "task" (every seed of a task before the next task: whole tasks early)
+    order: str = "seed"
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if base_method(m) not in registered_methods()]
@@ -91,6 +94,7 @@ class StudyConfig:
                 "(a variant is <method>@<label>, its options in method_options['<method>@<label>'])")
         require(len(set(self.methods)) == len(self.methods), "methods", f"a method repeats: {self.methods}")
         require(len(self.seeds) >= 1, "seeds", "need at least one seed")
+        require(self.order in ("seed", "task"), "order", f"must be seed or task, got {self.order!r}")
         require(all(s >= 0 for s in self.seeds), "seeds", f"must be >= 0, got {self.seeds}")
         for m, lr in self.method_lr.items():
             try:
@@ -156,7 +160,10 @@ class StudyConfig:
         return root / method / f"seed-{seed}"
 
     def plan(self) -> list[tuple[str, str, int]]:
-        """(task, method, seed) in run order: seed by seed across every task and method."""
+        """(task, method, seed) in run order: seed by seed across every task and method (``order:
+        seed``), or task by task, seed by seed within a task (``order: task``)."""
+        if self.order == "task":
+            return [(t, m, s) for t in self.task_list() for s in self.seeds_of(t) for m in self.methods]
         depth = max(len(self.seeds_of(t)) for t in self.task_list())
         return [(t, m, self.seeds_of(t)[i]) for i in range(depth) for t in self.task_list()
                 for m in self.methods if i < len(self.seeds_of(t))]

@@ -90,9 +90,7 @@ def run_with_lr_search(cfg, progress: bool, run_cell) -> list[Path]:
     other seeds at the chosen rate; methods without a grid run as usual."""
     results: list[Path] = []
     chosen: dict[tuple[str, str], float | None] = {}
-    first = [(t, m, s) for t, m, s in cfg.plan() if s == cfg.seeds_of(t)[0]]
-    rest = [(t, m, s) for t, m, s in cfg.plan() if s != cfg.seeds_of(t)[0]]
-    for task, method, seed in first + rest:
+    for task, method, seed in cfg.plan():  # a task's first seed comes first in either order
         if method in cfg.lr_grid:
             if (task, method) not in chosen:
                 chosen[task, method] = choose_lr(cfg, task, method, progress, run_cell)

@@ -1,8 +1,8 @@
 """Where a long study stands: every cell it will train and the state of each, read from disk.
 
 ``lora-diffusion study --config X --status`` lists, without training or locking anything, each
-(phase, task, method, seed) of the study in run order (the learning-rate search runs of a study
-with ``lr_grid`` first, the points of a grid one after another) and its state:
+(phase, task, method, seed) of the study in run order (the learning-rate search runs of a method
+with ``lr_grid`` just before its first seed, the points of a grid one after another) and its state:
 
 - ``done``: ``result.json`` is written;
 - ``failed``: the run diverged (``failed.json``) and the study will not retry it;
@@ -88,17 +88,15 @@ def study_cells(cfg) -> list[Cell]:
                 cell.phase = point.slug if cell.phase == "study" else f"{point.slug} {cell.phase}"
                 out.append(cell)
         return out
-    plan = cfg.plan()
     cells = []
-    if cfg.lr_grid:
-        first = [(t, m, s) for t, m, s in plan if s == cfg.seeds_of(t)[0] and m in cfg.lr_grid]
-        for task, method, seed in first:
+    for task, method, seed in cfg.plan():  # a gridded method's search runs just before its first seed
+        if method in cfg.lr_grid and seed == cfg.seeds_of(task)[0]:
             for lr in cfg.lr_grid[method]:
                 search = search_study(cfg, lr, task)
                 cells.append(Cell(f"lr={lr:g}", task, method, seed, search.run_dir(method, seed, task),
                                   search.run_config(method, seed, task).train.max_steps))
-    cells += [Cell("study", t, m, s, cfg.run_dir(m, s, t), cfg.run_config(m, s, t).train.max_steps)
-              for t, m, s in plan]
+        cells.append(Cell("study", task, method, seed, cfg.run_dir(method, seed, task),
+                          cfg.run_config(method, seed, task).train.max_steps))
     for cell in cells:
         cell.state, cell.step = cell_state(cell.run_dir)
     return cells
