@@ -11,7 +11,7 @@ import sys
 from lora_diffusion.cli import main
 from lora_diffusion.config import TrainConfig
 from lora_diffusion.study import StudyConfig
-from lora_diffusion.study_status import cell_state, status_lines, study_cells
+from lora_diffusion.study_status import cell_state, remaining, status_lines, study_cells
 
 
 def _cfg(tmp_path):
@@ -56,6 +56,8 @@ def test_states_and_order(tmp_path):
     assert lines[3].split() == ["all", "6", "1", "1", "1", "1", "2"]
     assert lines[4].startswith("running: sst2 full seed 42 (lr=0.0001), not logged yet")
     assert lines[5].startswith("partial: sst2 full seed 42 (study), step 12 of at most 30")
+    assert lines[6].startswith("left: about 0.0 hours of one worker for 0 cells")  # the done run has no wall time
+    assert lines[6].endswith("; 3 cells of a kind not run yet are not counted")  # full 42 is a copy: free
     assert not (running.parent / f".{running.name}.lock").read_text() == ""  # read, never taken or removed
 
 
@@ -75,5 +77,25 @@ def test_grid_points_and_cli(tmp_path, capsys):
     code = main(["study", "--task", "sst2", "--methods", "full", "--seeds", "1", "--output-dir",
                  str(tmp_path / "s"), "--status"])
     out = capsys.readouterr().out
-    assert code == 0 and out.splitlines()[-1].split() == ["all", "1", "0", "0", "0", "0", "1"]
+    assert code == 0 and out.splitlines()[-2].split() == ["all", "1", "0", "0", "0", "0", "1"]
+    assert out.splitlines()[-1].startswith("left: about 0.0 hours of one worker for 0 cells")
     assert not (tmp_path / "s").exists()  # nothing written
+
+
+def test_work_left_from_finished_runs_of_the_same_kind(tmp_path):
+    """full's two search runs took 100 s and 300 s over 20 and 40 steps (means 200 s, 30 steps): its
+    seed-42 cell is a copy (free), seed 43 is halfway (15 of 30 steps: 100 s left); lora has no
+    finished run, so its two cells are not counted."""
+    cfg = _cfg(tmp_path)
+    cells = study_cells(cfg)
+    for cell, (secs, steps) in zip(cells[:2], [(100.0, 20), (300.0, 40)]):
+        cell.run_dir.mkdir(parents=True)
+        (cell.run_dir / "result.json").write_text(json.dumps({"summary": {"wall_time_s": secs}}))
+        (cell.run_dir / "training_history.json").write_text(json.dumps([{"step": steps}]))
+    half = cfg.run_dir("full", 43, "sst2")
+    (half / "checkpoints" / "step-0000015").mkdir(parents=True)
+    (half / "training_history.json").write_text(json.dumps([{"step": 15}]))
+    cells = study_cells(cfg)
+    assert [c.copy for c in cells] == [False, False, True, False, False, False]
+    assert remaining(cells) == (100.0, 1, 2)
+    assert status_lines(cells)[-1].startswith("left: about 0.0 hours of one worker for 1 cells")

@@ -38,6 +38,9 @@ class Cell:
     max_steps: int
     state: str = "pending"
     step: int | None = None
+    copy: bool = False  # a first seed that becomes a copy of the chosen search run (no training of its own)
+    budget: str = "study"  # "search" where the task's search runs have a budget of their own
+    seconds: float | None = None  # a finished run's wall time (``summary.wall_time_s``)
 
 
 def _holder_alive(lock: Path) -> bool:
@@ -95,15 +98,50 @@ def study_cells(cfg) -> list[Cell]:
                 search = search_study(cfg, lr, task)
                 cells.append(Cell(f"lr={lr:g}", task, method, seed, search.run_dir(method, seed, task),
                                   search.run_config(method, seed, task).train.max_steps))
+        copy = method in cfg.lr_grid and seed == cfg.seeds_of(task)[0] and not cfg.lr_search_overrides.get(task)
         cells.append(Cell("study", task, method, seed, cfg.run_dir(method, seed, task),
-                          cfg.run_config(method, seed, task).train.max_steps))
+                          cfg.run_config(method, seed, task).train.max_steps, copy=copy))
     for cell in cells:
+        if "lr=" in cell.phase and cfg.lr_search_overrides.get(cell.task):
+            cell.budget = "search"
         cell.state, cell.step = cell_state(cell.run_dir)
+        if cell.state == "done" and not cell.copy:
+            try:
+                summary = json.loads((cell.run_dir / "result.json").read_text()).get("summary") or {}
+                cell.seconds = float(summary["wall_time_s"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
     return cells
 
 
+def remaining(cells: list[Cell]) -> tuple[float, int, int]:
+    """(seconds, cells counted, cells not counted) of the work left, for one worker: each cell not
+    done, failed or a copy costs the mean wall time of the finished runs of its task, method and
+    budget, less the share of their mean steps it has already logged; cells of a kind with no
+    finished run yet are not counted."""
+    done: dict[tuple[str, str, str], list[tuple[float, int]]] = {}
+    for c in cells:
+        if c.seconds is not None:
+            done.setdefault((c.task, c.method, c.budget), []).append((c.seconds, c.step or 0))
+    seconds, counted, unknown = 0.0, 0, 0
+    for c in cells:
+        if c.state in ("done", "failed") or c.copy:
+            continue
+        runs = done.get((c.task, c.method, c.budget))
+        if not runs:
+            unknown += 1
+            continue
+        mean_s = sum(r[0] for r in runs) / len(runs)
+        mean_steps = sum(r[1] for r in runs) / len(runs)
+        left = 1.0 - min((c.step or 0) / mean_steps, 1.0) if mean_steps else 1.0
+        seconds += mean_s * left
+        counted += 1
+    return seconds, counted, unknown
+
+
 def status_lines(cells: list[Cell]) -> list[str]:
-    """A count of cells per (task, phase kind) and state, then the running and partial cells."""
+    """A count of cells per (task, phase kind) and state, the running and partial cells, and an
+    estimate of the work left (``remaining``)."""
     groups: dict[tuple[str, str], dict[str, int]] = {}
     for c in cells:
         kind = "lr search" if "lr=" in c.phase else c.phase
@@ -121,4 +159,8 @@ def status_lines(cells: list[Cell]) -> list[str]:
         if c.state in ("running", "partial"):
             at = "not logged yet" if c.step is None else f"step {c.step} of at most {c.max_steps}"
             lines.append(f"{c.state}: {c.task} {c.method} seed {c.seed} ({c.phase}), {at}: {c.run_dir}")
+    seconds, counted, unknown = remaining(cells)
+    lines.append(f"left: about {seconds / 3600:.1f} hours of one worker for {counted} cells (the mean wall time of "
+                 f"the finished runs of the same task, method and budget); {unknown} cells of a kind not run yet "
+                 "are not counted")
     return lines
