@@ -12,7 +12,8 @@ with ``lr_grid`` just before its first seed, the points of a grid one after anot
 
 The lock is read, never taken: a status check beside the workers cannot make one of them skip a
 cell. The step shown is the last one the run logged, against its step cap (early stopping may end
-it sooner).
+it sooner). The work left is estimated from the finished runs (``remaining``): a rough figure for
+planning, which early stopping and the machine's other load move.
 """
 
 from __future__ import annotations
