@@ -219,14 +219,24 @@ def max_positions(backbone: DiffusionLM) -> int:
     return int(getattr(backbone.mlm.config, "max_position_embeddings", 0) or 512)
 
 
+CUT_WARNING = 0.05  # share of prompts cut to the budget above which encoding warns
+
+
 def encode_for(prepared: Prepared, examples: list, tokenizer, positions: int) -> EncodedExamples:
-    """The one encoder, with the run's format; a row longer than the base's positions is refused."""
+    """The one encoder, with the run's format; a row longer than the base's positions is refused,
+    and more than ``CUT_WARNING`` of the prompts over the prompt budget is a warning (they keep
+    their first and last tokens and lose their middle: for a sentence pair, the second sentence)."""
     fmt = prepared.format
     need = fmt.max_prompt_len + fmt.response_budget + 3
     if need > positions:
         raise ConfigError(f"response.max_prompt_len {fmt.max_prompt_len} + response_budget {fmt.response_budget} "
                           f"+ 3 special tokens = {need} exceeds the base's {positions} positions")
-    return tokenize_examples(examples, tokenizer, fmt, prepared.label_words or None)
+    encoded = tokenize_examples(examples, tokenizer, fmt, prepared.label_words or None)
+    if examples and encoded.truncated > CUT_WARNING * len(examples):
+        log.warning("%s: %d of %d prompts (%.0f%%) are longer than the prompt budget of %d tokens and lose their "
+                    "middle; a larger budget: --set response.max_prompt_len=N", prepared.name, encoded.truncated,
+                    len(examples), 100 * encoded.truncated / len(examples), fmt.max_prompt_len)
+    return encoded
 
 
 def task_format(prepared: Prepared, cfg: FinetuneConfig) -> dict[str, Any]:
