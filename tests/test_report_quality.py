@@ -68,6 +68,7 @@ def study(tmp_path):
             for i, seed in enumerate(SEEDS):
                 _run(root, task, method, seed, test[i], val[i], tps, pct, wall[i])
     _record(root, "sst2", "full", [2e-5, 5e-5, 1e-4], {"2e-05": 85.0, "5e-05": 88.0, "0.0001": None}, 5e-5)
+    _record(root, "trec", "full", [2e-5, 5e-5], {"2e-05": 81.0, "5e-05": 80.0}, 2e-5)
     _record(root, "sst2", "trajectory@deep", [3e-4, 1e-3, 3e-3], {"0.0003": 80.0, "0.001": 90.0, "0.003": 89.0}, 1e-3,
             {"train.max_steps": 300})
     # a search run: read only through its record, never as a result of the study
@@ -102,6 +103,7 @@ def test_quality_report_tables(study, tmp_path):
     # learning-rate search
     assert "| sst2 | full | 42 | 2e-05: 85.0, **5e-05: 88.0**, 0.0001: diverged | 5e-05 | the study's |" in report
     assert "| sst2 | trajectory@deep | 42 | 0.0003: 80.0, **0.001: 90.0**, 0.003: 89.0 | 0.001 | train.max_steps=300 |" in report
+    assert "| trec | full | 42 | **2e-05: 81.0**, 5e-05: 80.0 | 2e-05 (edge) | the study's |" in report
     # budgets: selected steps 600/700/800, steps 900/1000/1000, one seed early-stopped
     assert "| sst2 | full | 3 | 700 | 967 | 1/3 | 1000 | 1.000 |" in report
     assert "| trec | trajectory | 3 | 700 | 1000 | 0/3 | 150 | 0.150 |" in report

@@ -184,7 +184,8 @@ def collect_lr_search(study_dir: str | Path) -> dict[str, dict[str, dict[str, An
 def lr_table(records: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     """Per task and method: each rate of the grid with the validation primary of the search run
     at that rate (the task's first seed; ``diverged`` where it did not finish), and the rate
-    chosen (the highest validation score; ties: first in the grid), in bold in the grid."""
+    chosen (the highest validation score; ties: first in the grid), in bold in the grid, marked
+    ``(edge)`` where it is the grid's lowest or highest rate (the best rate may lie beyond it)."""
     if not records:
         return ["(no learning-rate search record yet)"]
     lines = ["| task | method | seed | validation primary at each rate | chosen rate | search budget |",
@@ -199,8 +200,11 @@ def lr_table(records: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                 text = f"{key}: {'diverged' if scores.get(key) is None else format(scores[key], '.1f')}"
                 grid.append(f"**{text}**" if chosen is not None and key == f"{float(chosen):g}" else text)
             budget = ", ".join(f"{k}={v}" for k, v in (rec.get("search_overrides") or {}).items()) or "the study's"
+            rates = [float(r) for r in rec.get("grid") or []]
+            edge = chosen is not None and len(rates) > 1 and float(chosen) in (min(rates), max(rates))
             lines.append(f"| {t} | {m} | {rec.get('seed', '-')} | {', '.join(grid) or '-'} | "
-                         f"{'-' if chosen is None else format(float(chosen), 'g')} | {budget} |")
+                         f"{'-' if chosen is None else format(float(chosen), 'g')}{' (edge)' if edge else ''} | "
+                         f"{budget} |")
     return lines
 
 
@@ -301,7 +305,8 @@ def write_quality_report(study_dir: str | Path, out_dir: str | Path, command: st
              *headline_table(data, failed), "", "## Against full fine-tuning (tasks with >= 3 paired seeds)", "",
              *statistics(data), "", "## Learning-rate search", "",
              "Each method's grid at the task's first seed; the score is the validation primary metric; the "
-             "chosen rate (bold) trains every seed.", "", *lr_table(collect_lr_search(study_dir)), "",
+             "chosen rate (bold) trains every seed; `(edge)`: the grid's lowest or highest rate was chosen, so "
+             "a better one may lie beyond it.", "", *lr_table(collect_lr_search(study_dir)), "",
              "## Budgets and model selection", "",
              "Means over seeds; early-stopped: seeds whose patience ran out before the step cap.", "",
              *budget_table(data), "", "## Equal wall-clock comparison", "",
