@@ -9,7 +9,7 @@ import pytest
 
 from lora_diffusion.config import ConfigError, TrainConfig
 from lora_diffusion.study import StudyConfig
-from lora_diffusion.study_lr import run_with_lr_search
+from lora_diffusion.study_lr import beyond_edge, choose_lr, run_with_lr_search
 
 VALIDATION = {("sst2", 1e-3): 0.70, ("sst2", 3e-3): 0.80, ("sst2", 1e-2): 0.80, ("trec", 1e-3): 0.9,
               ("trec", 3e-3): 0.5, ("trec", 1e-2): None}  # None: diverged
@@ -151,3 +151,43 @@ def test_bad_search_overrides_name_the_field():
     with pytest.raises(ConfigError, match="max_steps"):
         StudyConfig(tasks=["sst2"], methods=["trajectory"], lr_grid={"trajectory": [1e-3]},
                     lr_search_overrides={"sst2": {"train.max_steps": -1}})
+
+
+def test_beyond_edge_by_hand():
+    assert beyond_edge([2e-5, 5e-5, 1e-4], 1e-4) == 2e-4  # 1e-4 x (1e-4 / 5e-5)
+    assert beyond_edge([2e-5, 5e-5, 1e-4], 2e-5) == 8e-6  # 2e-5 x (2e-5 / 5e-5)
+    assert beyond_edge([3e-3, 1e-2, 3e-2], 3e-2) == 0.09  # 3e-2 x 3
+    assert beyond_edge([2e-5, 5e-5, 1e-4], 5e-5) is None  # inside the grid
+    assert beyond_edge([0.3, 0.6], 0.6) is None  # past a learning rate of 1
+    assert beyond_edge([1e-3], 1e-3) is None
+
+
+def test_a_best_rate_at_the_edge_is_extended(tmp_path):
+    """Validation rises with the rate up to 1e-2: the grid [1e-3, 3e-3] chooses its edge 3e-3, one
+    extension tries 9e-3 (better, still the edge) and stops at the cap; with no extension allowed
+    the edge is kept."""
+    score = {1e-3: 0.5, 3e-3: 0.6, 9e-3: 0.7, 0.027: 0.65}
+
+    def run_cell(c, task, method, seed, progress=True):
+        lr = c.run_config(method, seed, task).train.lr
+        out = Path(c.run_config(method, seed, task).output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps({
+            "validation": {"generation": {"primary": "accuracy", "metrics": {"accuracy": score[lr]}}}}))
+        return out / "result.json"
+
+    def study(extend, out):
+        return StudyConfig(tasks=["sst2"], methods=["trajectory"], seeds=[1], lr_grid={"trajectory": [1e-3, 3e-3]},
+                           lr_grid_extend=extend, validation_rows=10, output_dir=str(out),
+                           train=TrainConfig(max_steps=1, warmup_steps=0))
+
+    assert choose_lr(study(0, tmp_path / "a"), "sst2", "trajectory", False, run_cell) == 3e-3
+    assert choose_lr(study(1, tmp_path / "b"), "sst2", "trajectory", False, run_cell) == 9e-3
+    record = json.loads((tmp_path / "b" / "lr-search" / "sst2" / "trajectory.json").read_text())
+    assert record["grid"] == [1e-3, 3e-3, 9e-3] and record["extended"] == [9e-3]
+    assert (tmp_path / "b" / "sst2" / "trajectory" / "seed-1" / "result.json").is_file()  # the chosen run, copied
+    assert choose_lr(study(3, tmp_path / "c"), "sst2", "trajectory", False, run_cell) == 9e-3  # 0.027 is worse
+    assert json.loads((tmp_path / "c" / "lr-search" / "sst2" / "trajectory.json").read_text())["extended"] == [
+        9e-3, 0.027]
+    with pytest.raises(ConfigError, match="lr_grid_extend"):
+        study(-1, tmp_path / "d")

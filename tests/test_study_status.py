@@ -99,3 +99,14 @@ def test_work_left_from_finished_runs_of_the_same_kind(tmp_path):
     assert [c.copy for c in cells] == [False, False, True, False, False, False]
     assert remaining(cells) == (100.0, 1, 2)
     assert status_lines(cells)[-1].startswith("left: about 0.0 hours of one worker for 1 cells")
+
+
+def test_rates_past_the_grid_edge_are_listed(tmp_path):
+    """A rate the search added past the edge (recorded, or a run on disk) is a cell of its own."""
+    cfg = _cfg(tmp_path)
+    search = tmp_path / "study" / "lr-search"
+    (search / "lr=0.001" / "sst2" / "full" / "seed-42").mkdir(parents=True)
+    assert [c.phase for c in study_cells(cfg)[:3]] == ["lr=1e-05", "lr=0.0001", "lr=0.001"]
+    (search / "sst2").mkdir(parents=True)
+    (search / "sst2" / "full.json").write_text(json.dumps({"grid": [1e-5, 1e-4, 1e-3, 1e-2]}))
+    assert [c.phase for c in study_cells(cfg)[:5]] == ["lr=1e-05", "lr=0.0001", "lr=0.001", "lr=0.01", "study"]

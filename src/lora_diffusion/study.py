@@ -72,6 +72,7 @@ class StudyConfig:
     method_lr: dict[str, Any] = field(default_factory=dict)  # method -> learning rate (else train.lr)
     lr_grid: dict[str, Any] = field(default_factory=dict)  # method -> rates chosen from on validation (study_lr)
     lr_search_overrides: dict[str, Any] = field(default_factory=dict)  # task -> dotted fields of its search runs
+    lr_grid_extend: int = 0  # rates tried past the grid's edge while the best sits at it (study_lr.beyond_edge)
     max_train_rows: int = 0
     validation_rows: int = 500
     eval_rows: int = 0
@@ -105,6 +106,7 @@ class StudyConfig:
         for m, rates in self.lr_grid.items():
             ok = isinstance(rates, list) and rates and all(isinstance(r, (int, float)) and 0 < r <= 1 for r in rates)
             require(ok, f"lr_grid.{m}", f"must be a non-empty list of learning rates > 0 and <= 1, got {rates!r}")
+        require(self.lr_grid_extend >= 0, "lr_grid_extend", f"must be >= 0, got {self.lr_grid_extend}")
         require(not self.lr_grid or self.validation_rows > 0, "lr_grid",
                 "choosing learning rates on validation needs validation_rows > 0")
         for m in list(self.method_options) + list(self.method_lr) + list(self.lr_grid):

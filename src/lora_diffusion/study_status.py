@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .study_lr import FAILED_FILE, search_study
+from .study_lr import FAILED_FILE, SEARCH_DIR, search_study
 from .training.checkpoint import list_checkpoints
 
 STATES = ("done", "running", "partial", "failed", "pending")
@@ -81,6 +81,27 @@ def cell_state(run_dir: Path) -> tuple[str, int | None]:
     return "pending", None
 
 
+def search_rates(cfg, task: str, method: str, seed: int) -> list[float]:
+    """The grid's rates, then those tried past its edge (``lr_grid_extend``): from the search
+    record where it is written, and from the search runs on disk."""
+    rates = [float(r) for r in cfg.lr_grid[method]]
+    record = Path(cfg.output_dir) / SEARCH_DIR / task / f"{method}.json"
+    extra: list[float] = []
+    try:
+        extra += [float(r) for r in json.loads(record.read_text()).get("grid") or []]
+    except (OSError, ValueError, TypeError):
+        pass
+    for run in sorted((Path(cfg.output_dir) / SEARCH_DIR).glob(f"lr=*/{task}/{method}/seed-{seed}")):
+        try:
+            extra.append(float(run.parts[-4].split("=", 1)[1]))
+        except ValueError:
+            continue
+    for r in extra:
+        if all(f"{r:g}" != f"{x:g}" for x in rates):
+            rates.append(r)
+    return rates
+
+
 def study_cells(cfg) -> list[Cell]:
     """Every cell of ``cfg`` (a ``StudyConfig``) in run order, with its state."""
     from .study import grid_points, point_study
@@ -95,7 +116,7 @@ def study_cells(cfg) -> list[Cell]:
     cells = []
     for task, method, seed in cfg.plan():  # a gridded method's search runs just before its first seed
         if method in cfg.lr_grid and seed == cfg.seeds_of(task)[0]:
-            for lr in cfg.lr_grid[method]:
+            for lr in search_rates(cfg, task, method, seed):
                 search = search_study(cfg, lr, task)
                 cells.append(Cell(f"lr={lr:g}", task, method, seed, search.run_dir(method, seed, task),
                                   search.run_config(method, seed, task).train.max_steps))
