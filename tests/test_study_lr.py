@@ -84,7 +84,7 @@ def test_no_rate_is_chosen_while_a_search_run_trains_in_another_worker(tmp_path)
 
     assert run_with_lr_search(cfg, False, busy_at_3e3) == []
     assert not (tmp_path / "lr-search" / "sst2" / "trajectory.json").exists()  # nothing chosen yet
-    assert [c[2] for c in calls] == [1]  # the other seed waits for the choice
+    assert [c[2] for c in calls] == [1, 1]  # asked again at seed 2 (still busy); seed 2 waits for the choice
     assert len(run_with_lr_search(cfg, False, fake)) == 2  # a later pass chooses and goes on
     assert json.loads((tmp_path / "lr-search" / "sst2" / "trajectory.json").read_text())["chosen_lr"] == 3e-3
 
@@ -191,3 +191,23 @@ def test_a_best_rate_at_the_edge_is_extended(tmp_path):
         9e-3, 0.027]
     with pytest.raises(ConfigError, match="lr_grid_extend"):
         study(-1, tmp_path / "d")
+
+
+def test_a_choice_busy_at_the_first_seed_is_made_at_a_later_one(tmp_path):
+    """The search run at 3e-3 is still training elsewhere when the worker reaches the method's first
+    seed; by its second seed it has finished: the rate is chosen then and seeds 2 and 3 train."""
+    cfg = StudyConfig(tasks=["sst2"], methods=["trajectory"], seeds=[1, 2, 3], lr_grid={"trajectory": [1e-3, 3e-3]},
+                      validation_rows=10, output_dir=str(tmp_path), train=TrainConfig(max_steps=1, warmup_steps=0))
+    calls, asked = [], []
+    fake = _fake_run_cell(calls)
+
+    def busy_once(c, task, method, seed, progress=True):
+        lr = c.run_config(method, seed, task).train.lr
+        asked.append(lr)
+        return None if asked.count(3e-3) == 1 and lr == 3e-3 else fake(c, task, method, seed)
+
+    results = run_with_lr_search(cfg, False, busy_once)
+    assert json.loads((tmp_path / "lr-search" / "sst2" / "trajectory.json").read_text())["chosen_lr"] == 3e-3
+    trained = [(c[2], c[3]) for c in calls if "lr-search" not in c[4]]
+    assert trained == [(2, 3e-3), (3, 3e-3)] and len(results) == 2  # seed 1's copy was made at seed 2's turn
+    assert (tmp_path / "sst2" / "trajectory" / "seed-1" / "result.json").is_file()

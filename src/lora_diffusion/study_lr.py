@@ -115,16 +115,18 @@ def choose_lr(cfg, task: str, method: str, progress: bool, run_cell) -> float | 
 
 def run_with_lr_search(cfg, progress: bool, run_cell) -> list[Path]:
     """The study with each gridded method's rate chosen per task on its first seed, then the
-    other seeds at the chosen rate; methods without a grid run as usual."""
+    other seeds at the chosen rate; methods without a grid run as usual. A choice that could not
+    be made yet (a search run training in another worker) is tried again at the method's next
+    seed, so that a task's later seeds are not left for another pass."""
     results: list[Path] = []
     chosen: dict[tuple[str, str], float | None] = {}
     for task, method, seed in cfg.plan():  # a task's first seed comes first in either order
         if method in cfg.lr_grid:
-            if (task, method) not in chosen:
+            if chosen.get((task, method)) is None:  # not chosen yet, or busy elsewhere before
                 chosen[task, method] = choose_lr(cfg, task, method, progress, run_cell)
             lr = chosen[task, method]
             if lr is None:
-                continue  # every rate diverged: recorded in the search's failed.json files
+                continue  # still training elsewhere, or every rate diverged (the search's failed.json files)
             sub = replace(cfg, lr_grid={}, lr_search_overrides={}, method_lr={**cfg.method_lr, method: lr})
             result = sub.run_dir(method, seed, task) / "result.json"
             if seed == cfg.seeds_of(task)[0] and not cfg.lr_search_overrides.get(task):
