@@ -34,9 +34,16 @@ def _communicate(proc, timeout):
         pytest.fail(f"the child did not exit within {timeout} s of the signal; its stacks:\n{err[-6000:]}")
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default. A shell starts a background job (``cmd &``) with
+    SIGINT ignored, the child inherits that, and Python then installs no KeyboardInterrupt handler:
+    a suite run in the background saw the child train on through the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli_process(args, **kw):
     return subprocess.Popen([sys.executable, "-m", "lora_diffusion.cli", *map(str, args)], env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint, **kw)
 
 
 def test_ctrl_c_is_one_line_with_step_checkpoint_and_resume_command(world, tmp_path, capsys, monkeypatch):
