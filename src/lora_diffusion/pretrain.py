@@ -28,6 +28,10 @@ from .utils.repro import base_digest, provenance
 
 log = logging.getLogger(__name__)
 
+FINISHED = "pretrain_summary.json"
+OUTPUTS = (FINISHED, "model", "training_summary.json")
+CLEARED = (*OUTPUTS, "training_history.json", "tensorboard")
+
 
 def mixed_nelbo(per_corpus: dict[str, dict[str, float]]) -> dict[str, float]:
     """The validation NELBO of several corpora as one figure and per corpus: the overall
@@ -42,9 +46,6 @@ def mixed_nelbo(per_corpus: dict[str, dict[str, float]]) -> dict[str, float]:
     for name, r in per_corpus.items():
         out.update({f"{name}/{k}": v for k, v in r.items()})
     return out
-FINISHED = "pretrain_summary.json"
-OUTPUTS = (FINISHED, "model", "training_summary.json")
-CLEARED = (*OUTPUTS, "training_history.json", "tensorboard")
 
 
 def run_pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True,

@@ -134,8 +134,8 @@ def constant_baseline(study_dir: str | Path, task: str) -> dict[str, Any] | None
     every row. Taken from the reported labels themselves, it is a ceiling for every predictor
     that ignores its input, the floor a trained method has to clear. Read from the first run's
     ``predictions_<split>.jsonl`` (every run of a task scores the same rows; a one-task study's
-    runs are all of ``task``): ``{"label",
-    "accuracy", "rows"}``; None for free text (rows without ``label``) or without such a file."""
+    runs are all of ``task``): ``{"label", "accuracy", "rows"}``; None for free text (rows without
+    ``label``) or without such a file."""
     study = Path(study_dir)
     paths = sorted(study.glob(f"{task}/*/seed-*/predictions_*.jsonl")) or (
         [] if is_multi_task(study) else sorted(study.glob("*/seed-*/predictions_*.jsonl")))  # one task: every run

@@ -126,14 +126,13 @@ def markdown(r: dict[str, Any]) -> str:
                   "| method | trainable | step (s) | vs full | peak RSS (MB) | training memory (MB) | vs full | bytes on disk |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, t in tr.items():
-            mm = mem.get(name)
+            mm, ref = mem.get(name), tr.get(reference(name, tr))
             ref_mem = mem.get("full", {}).get("training_memory_mb")
             memory = (f"{mm['peak_rss_mb']:.0f} | {mm['training_memory_mb']:.0f} | "
                       f"{ratio(mm['training_memory_mb'], ref_mem or 0):.2f}x") if mm else "- | - | -"  # not measured
             lines.append(
                 f"| {name} | {t['trainable_parameters']:,} | {t['median_s']:.3f} | "
-                f"{ratio(t['median_s'], tr[reference(name, tr)]['median_s']) if reference(name, tr) in tr else float('nan'):.2f}x"
-                f" | {memory} | "
+                f"{ratio(t['median_s'], ref['median_s']) if ref else float('nan'):.2f}x | {memory} | "
                 f"{t['bytes_on_disk']:,} |")
         lines += ["", "Step ratios of a `+bf16` entry (trained under bfloat16 autocast) are against `full+bf16` where it "
                   "was timed.", "", "Training memory = peak RSS minus RSS after imports (weights, gradients, optimiser state, "
